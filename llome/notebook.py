@@ -1,0 +1,73 @@
+"""Run one pipeline notebook with papermill, keep the executed copy and export it to HTML.
+
+    python -m llome.notebook notebooks/02_seed_data.ipynb -p config_path data/params/seed_data.json
+
+writes reports/02_seed_data.ipynb and reports/02_seed_data.html (with `--name`, another stem, e.g. one
+per method). Both are written atomically: a failed run leaves the previous report in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from llome.io import atomic_path
+
+
+def run_notebook(notebook: str | Path, parameters: dict, reports_dir: str | Path = "reports",
+                 name: str | None = None, log_output: bool = True) -> Path:
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    notebook = Path(notebook)
+    if not notebook.exists():
+        raise FileNotFoundError(f"notebook {notebook} does not exist")
+    stem = name or notebook.stem
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    executed = reports_dir / f"{stem}.ipynb"
+    with atomic_path(executed) as tmp:
+        # "python3" is the kernel of the interpreter running this, i.e. the project's environment.
+        papermill.execute_notebook(str(notebook), str(tmp), parameters=parameters, kernel_name="python3",
+                                   cwd=str(Path.cwd()), log_output=log_output, progress_bar=False)
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    with atomic_path(reports_dir / f"{stem}.html") as tmp:
+        tmp.write_text(body)
+    return executed
+
+
+def enter_project_root() -> Path:
+    """JupyterLab starts a notebook in notebooks/, papermill in the project root: make both the root."""
+    here = Path.cwd()
+    for candidate in (here, *here.parents):
+        if (candidate / "dvc.yaml").exists() and (candidate / "params.yaml").exists():
+            os.chdir(candidate)
+            return candidate
+    raise FileNotFoundError(f"no dvc.yaml and params.yaml above {here}: open the notebook inside the project")
+
+
+def _parse_value(text: str):
+    return yaml.safe_load(text)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Run a pipeline notebook and export its report.")
+    parser.add_argument("notebook")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    parser.add_argument("--reports", default="reports")
+    parser.add_argument("--name", default=None, help="stem of the report files (default: the notebook's)")
+    args = parser.parse_args(argv)
+    parameters = {k: _parse_value(v) for k, v in args.parameter}
+    run_notebook(args.notebook, parameters, args.reports, args.name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

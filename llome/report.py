@@ -1,0 +1,149 @@
+"""Collect every run into figures, metrics/summary.json and a self-contained HTML report."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llome.io import atomic_path, read_table, write_csv, write_json
+from llome.metrics import calibration
+from llome.plots import (per_round_medians, plot_calibration, plot_difficulty, plot_regret, plot_round_panels,
+                         regret_bands, regret_on_grid)
+
+VALIDITY_PANELS = [
+    ("generation.parsable", "parsable"), ("generation.correct_length", "right length"),
+    ("generation.in_range", "values in range (valid)"), ("labelled.feasible_fraction", "feasible (labelled)"),
+    ("generation.repeated_input", "repeats its input"), ("labelled.improved_fraction", "improves on its input"),
+]
+COLLAPSE_PANELS = [
+    ("generation.mean_distance", "mean Hamming distance to input"),
+    ("generation.unique_fraction", "unique fraction of valid proposals"),
+    ("generation.mean_pairwise_distance", "mean pairwise distance of proposals"),
+    ("min_temperature", "lowest sampling temperature"),
+    ("labelled.mean_score", "mean score of labelled (feasible)"),
+    ("labelled.best_score", "best score of labelled"),
+]
+
+
+def run_summary(trace: pd.DataFrame, optimum: float = 1.0) -> dict:
+    """Per-seed outcome of one method's regret trace, and the medians the README reports."""
+    per_seed = []
+    for seed, run in trace.groupby("seed"):
+        run = run.sort_values("oracle_calls")
+        best = float(run["best_value"].max())
+        first_best = int(run["oracle_calls"].iloc[int(np.argmax(run["best_value"].to_numpy() >= best))])
+        per_seed.append({"seed": int(seed), "oracle_calls": int(run["oracle_calls"].max()), "best_value": best,
+                         "regret": optimum - best, "solved": bool(best >= optimum), "oracle_calls_to_best": first_best})
+    table = pd.DataFrame(per_seed)
+    return {
+        "oracle_calls": float(table["oracle_calls"].median()),
+        "best_value": float(table["best_value"].median()),
+        "regret": float(table["regret"].median()),
+        "solved_fraction": float(table["solved"].mean()),
+        "oracle_calls_to_best": float(table["oracle_calls_to_best"].median()),
+        "num_seeds": int(len(table)),
+        "per_seed": per_seed,
+    }
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} does not exist; run the stage that writes it first")
+    return pd.read_csv(path)
+
+
+def collect(cfg: dict, data_dir: Path):
+    data_dir = Path(data_dir)
+    traces = [_read_csv(data_dir / "ga_baseline" / "regret.csv").assign(method="ga")]
+    rounds, labelled = [], []
+    for method in cfg["methods"]:
+        run_root = data_dir / "llome" / method
+        traces.append(_read_csv(run_root / "regret.csv").assign(method=f"llome_{method}"))
+        rounds.append(_read_csv(run_root / "rounds.csv").assign(method=f"llome_{method}"))
+        for path in sorted(run_root.glob("seed_*/round_*/labelled.parquet")):
+            if ".partial" in str(path):
+                continue
+            table = read_table(path)[["loglik", "reward", "score"]]
+            labelled.append(table.assign(method=f"llome_{method}"))
+    trace = pd.concat(traces, ignore_index=True)
+    rounds = pd.concat(rounds, ignore_index=True)
+    if "temperatures" in rounds.columns:
+        rounds["min_temperature"] = rounds["temperatures"].astype(str).str.split().map(lambda t: min(map(float, t)))
+    labelled = pd.concat(labelled, ignore_index=True) if labelled else pd.DataFrame(columns=["loglik", "reward", "method"])
+    return trace, rounds, labelled
+
+
+def build_report(cfg: dict, data_dir, figures_dir, plots_dir, summary_path, report_path):
+    data_dir, figures_dir, plots_dir = Path(data_dir), Path(figures_dir), Path(plots_dir)
+    name = cfg["function"]
+    trace, rounds, labelled = collect(cfg, data_dir)
+
+    budget = int(cfg["oracle_budget"])
+    grid = np.unique(np.linspace(1, budget, 400).astype(int))
+    bands = regret_bands(regret_on_grid(trace, grid))
+    write_csv(plots_dir / "regret.csv", bands)
+    figures = [plot_regret(bands, name, cfg["seed_data_oracle_calls"], figures_dir / "regret.png")]
+
+    medians = per_round_medians(rounds, [c for c, _ in VALIDITY_PANELS + COLLAPSE_PANELS])
+    write_csv(plots_dir / "rounds.csv", medians)
+    figures.append(plot_round_panels(medians, VALIDITY_PANELS,
+                                     f"Validity of proposals per round on {name} (median over seeds)",
+                                     figures_dir / "validity.png"))
+    figures.append(plot_round_panels(medians, COLLAPSE_PANELS,
+                                     f"Generator collapse per round on {name} (median over seeds)",
+                                     figures_dir / "collapse.png", ylim01=False))
+
+    correlations = {m: calibration(rows, reward_column="reward", loglik_column="loglik")["spearman"]
+                    for m, rows in labelled.groupby("method")}
+    write_csv(plots_dir / "calibration.csv", labelled[["method", "loglik", "reward"]])
+    figures.append(plot_calibration(labelled, correlations, name, figures_dir / "calibration.png"))
+
+    difficulty = _read_csv(data_dir / "test_functions" / "difficulty.csv")
+    ga_difficulty = _read_csv(data_dir / "ga_difficulty" / "ga_difficulty.csv")
+    write_csv(plots_dir / "difficulty.csv", difficulty)
+    figures.append(plot_difficulty(difficulty, ga_difficulty, figures_dir / "difficulty.png"))
+
+    summary = {
+        "function": name,
+        "profile": cfg["profile"],
+        "oracle_budget": budget,
+        "methods": {method: run_summary(rows) for method, rows in trace.groupby("method", sort=True)},
+        "calibration_spearman": correlations,
+    }
+    write_json(summary_path, summary)
+    write_html_report(summary, figures, report_path)
+    return summary, figures
+
+
+CAPTIONS = {
+    "regret.png": "Regret (1 − best f so far) against cumulative oracle calls. LLOME runs include the GA calls that made their seed data.",
+    "validity.png": "Per round: fractions of generations that parse, have the right length, stay in range, are feasible, repeat their input, or improve on it.",
+    "collapse.png": "Generator collapse: edit distance and diversity of proposals per round, and the sampling temperatures the schedule chose.",
+    "calibration.png": "Calibration: the model's length-normalised likelihood of each labelled candidate against its true reward.",
+    "difficulty.png": "Difficulty of each Ehrlich instance: exact feasible and optimal fractions, and the GA's oracle calls to reach f = 1.",
+}
+
+
+def write_html_report(summary: dict, figures: list[Path], path) -> None:
+    """One file, images inlined: it needs no network and no server, unlike `dvc plots show`."""
+    rows = "".join(
+        f"<tr><td>{html.escape(m)}</td><td>{s['oracle_calls']:,.0f}</td><td>{s['best_value']:.3f}</td>"
+        f"<td>{s['regret']:.3f}</td><td>{s['solved_fraction']:.2f}</td><td>{s['oracle_calls_to_best']:,.0f}</td></tr>"
+        for m, s in summary["methods"].items())
+    images = "".join(
+        f"<figure><img alt='{html.escape(p.name)}' src='data:image/png;base64,"
+        f"{base64.b64encode(Path(p).read_bytes()).decode()}'><figcaption>{html.escape(CAPTIONS.get(p.name, ''))}"
+        f"</figcaption></figure>" for p in figures)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>LLOME on {html.escape(summary['function'])}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;}}img{{max-width:100%;}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head>
+<body><h1>LLOME on {html.escape(summary['function'])} ({html.escape(summary['profile'])} profile)</h1>
+<p>Medians over seeds at an oracle budget of {summary['oracle_budget']:,} calls per run.</p>
+<table id="summary"><tr><th>method</th><th>oracle calls</th><th>best f</th><th>regret</th><th>solved fraction</th>
+<th>oracle calls to best</th></tr>{rows}</table>{images}</body></html>"""
+    with atomic_path(path) as tmp:
+        tmp.write_text(page)
