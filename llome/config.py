@@ -123,6 +123,9 @@ def validate(cfg: dict) -> None:
         _require(isinstance(lr, (int, float)) and lr > 0,
                  f"llome.methods.{method}.train.learning_rate must be positive, got {lr!r}")
 
+    from llome.launch import check_launcher
+
+    check_launcher(cfg["launcher"])
     sweep = cfg["ga_baseline"]["sweep"]
     for key, values in sweep.items():
         _require(isinstance(values, list) and values, f"ga_baseline.sweep.{key} must be a non-empty list")
@@ -146,7 +149,7 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
                           "function_seed": cfg["test_functions"]["seed"], **cfg["ga_difficulty"]},
         "seed_data": {**common, "seeds": cfg["seeds"], "ga": cfg["seed_data"]},
         "sft": {**common, "seeds": cfg["seeds"], "model": cfg["model"], "pairs": cfg["pairs"],
-                "train": cfg["sft"]},
+                "train": cfg["sft"], "launcher": cfg["launcher"]},
         "ga_baseline": {**common, "seeds": cfg["seeds"], "max_oracle_calls": llome_oracle_budget(cfg),
                         **cfg["ga_baseline"]},
         "figures": {**common, "seeds": cfg["seeds"], "methods": sorted(cfg["llome"]["methods"]),
@@ -158,7 +161,7 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
             **common, "method": method, "seeds": cfg["seeds"], "rounds": llome["rounds"],
             "objective": spec["objective"], "train": spec["train"], "pairs": cfg["pairs"],
             "generation": llome["generation"], "selection": llome["selection"],
-            "seed_data_oracle_calls": seed_data_oracle_calls(cfg),
+            "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "launcher": cfg["launcher"],
         }
     return stages
 

@@ -19,11 +19,10 @@ import pandas as pd
 from llome.generate import GenerationConfig, refine, temperature_schedule
 from llome.io import read_json, read_table, write_json, write_table
 from llome.metrics import calibration, generation_metrics, labelled_metrics, regret_curve
-from llome.models import build_model, load_model_and_tokenizer
+from llome.launch import check_launcher, run_job, run_launched, write_job
+from llome.models import load_model_and_tokenizer
 from llome.pairs import likelihood_filter, make_dpo_triples, make_pairs, sample_for_labelling
 from llome.text import VALID
-from llome.tokenizer import build_tokenizer
-from llome.train import train_dpo, train_marge, train_sft
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +83,30 @@ def build_training_set(objective: str, pool: pd.DataFrame, pairs_cfg: dict, seed
     return _subsample(table, pairs_cfg.get("max_pairs"), seed)
 
 
-def train(objective: str, model_dir: Path, table: pd.DataFrame, train_cfg: dict, output_dir: Path, seed: int):
-    """Train the previous round's model on this round's pairs; the previous model is also the reference."""
-    model, tokenizer = load_model_and_tokenizer(model_dir)
-    cfg = {**train_cfg, "seed": seed}
-    if objective == "sft":
-        return train_sft(model, tokenizer, table, cfg, output_dir), tokenizer
-    reference, _ = load_model_and_tokenizer(model_dir)
-    if objective == "marge":
-        return train_marge(model, reference, tokenizer, table, cfg, output_dir), tokenizer
-    if objective == "dpo":
-        return train_dpo(model, reference, tokenizer, table, cfg, output_dir), tokenizer
-    raise ValueError(f"unknown objective {objective!r}")
+def train(objective: str, table: pd.DataFrame, train_cfg: dict, job_dir: Path, seed: int, *,
+          model_dir: Path | None = None, model_spec: dict | None = None, num_states: int | None = None,
+          launcher: dict | None = None) -> Path:
+    """Train on `table` and return the directory of the trained model.
+
+    From `model_dir` (the previous round's model, also the MargE/DPO reference) or, in round 0, from a
+    fresh model built from `model_spec`. Runs here or as a launched job (`launcher`, e.g. accelerate).
+    """
+    write_job(job_dir, objective=objective, model_dir=model_dir, table=table, train_cfg={**train_cfg, "seed": seed},
+              model_spec=model_spec, num_states=num_states)
+    if check_launcher(launcher)["kind"] == "inprocess":
+        return run_job(job_dir)
+    return run_launched(launcher, job_dir)
+
+
+def model_spec(model_cfg: dict, seed: int) -> dict:
+    """params.yaml's `model` section as llome.models takes it: a checkpoint, or GPT-NeoX sizes and a seed."""
+    if model_cfg.get("name_or_path"):
+        return {"name_or_path": model_cfg["name_or_path"]}
+    return {**model_cfg["gpt_neox"], "seed": seed}
 
 
 def run_round_zero(seed_table: pd.DataFrame, *, model_cfg: dict, pairs_cfg: dict, train_cfg: dict,
-                   num_states: int, out_dir: Path, seed: int) -> dict:
+                   num_states: int, out_dir: Path, seed: int, launcher: dict | None = None) -> dict:
     """Round 0: SFT of a fresh (or pretrained) model on pairs from the GA seed data."""
     out_dir = Path(out_dir)
     if (out_dir / "metrics.json").exists():
@@ -114,16 +121,10 @@ def run_round_zero(seed_table: pd.DataFrame, *, model_cfg: dict, pairs_cfg: dict
         raise RuntimeError("the seed data gave no pairs to train on: every neighbour has the same score "
                            "(try a larger pairs.max_distance or more GA steps)")
     if not (work / "model" / "config.json").exists():
-        tokenizer = build_tokenizer(num_states) if model_cfg.get("name_or_path") is None else None
-        model, tokenizer = build_model(model_cfg, tokenizer, seed=seed)
-        staging = work / "model.initial"
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        model = train_sft(model, tokenizer, pairs, {**train_cfg, "seed": seed}, work / "checkpoints")
-        model.save_pretrained(work / "model")
-        tokenizer.save_pretrained(work / "model")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+        trained = train("sft", pairs, train_cfg, work / "job", seed, model_spec=model_spec(model_cfg, seed),
+                        num_states=num_states, launcher=launcher)
+        trained.rename(work / "model")
+        shutil.rmtree(work / "job", ignore_errors=True)
     metrics = {"round": 0, "objective": "sft", "num_pairs": int(len(pairs)),
                "mean_pair_reward": float(pairs["reward"].mean())}
     write_json(work / "metrics.json", metrics)
@@ -215,12 +216,12 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
     if not (work / "model" / "config.json").exists():
         if len(pairs) == 0:
             log.warning("round %d: no pairs to train on; the model is carried over unchanged", index)
-            model, tokenizer = load_model_and_tokenizer(prev_model_dir)
+            shutil.copytree(prev_model_dir, work / "model")
         else:
-            model, tokenizer = train(cfg["objective"], prev_model_dir, pairs, cfg["train"], work / "checkpoints", round_seed)
-        model.save_pretrained(work / "model")
-        tokenizer.save_pretrained(work / "model")
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+            trained = train(cfg["objective"], pairs, cfg["train"], work / "job", round_seed,
+                            model_dir=prev_model_dir, launcher=cfg.get("launcher"))
+            trained.rename(work / "model")
+        shutil.rmtree(work / "job", ignore_errors=True)
 
     metrics = {
         "round": index,

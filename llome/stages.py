@@ -105,7 +105,7 @@ def round_zero(cfg: dict, seed_data_dir: Path, out_dir: Path) -> pd.DataFrame:
     for seed in cfg["seeds"]:
         metrics = run_round_zero(read_seed_table(seed_data_dir, seed), model_cfg=cfg["model"],
                                  pairs_cfg=cfg["pairs"], train_cfg=cfg["train"], num_states=function.num_states,
-                                 out_dir=seed_dir(out_dir, seed), seed=seed)
+                                 out_dir=seed_dir(out_dir, seed), seed=seed, launcher=cfg.get("launcher"))
         rows.append({"seed": seed, **metrics})
     return pd.DataFrame(rows)
 
