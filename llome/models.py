@@ -1,0 +1,178 @@
+"""Causal language models: a small GPT-NeoX (Pythia architecture) from scratch, or any local/hub checkpoint.
+
+A model config is a plain dict. Either it describes a GPT-NeoX to build from scratch:
+
+    {"num_hidden_layers": 6, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256,
+     "max_position_embeddings": 1024, "seed": 0}
+
+(the authors' from-scratch setting was 6 layers, hidden 64, 4 heads), or it names a checkpoint:
+
+    {"name_or_path": "path/to/checkpoint"}      # or a hub name, when the hub is reachable
+
+The vocabulary size and the pad/eos ids always come from the tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from llome.tokenizer import build_tokenizer
+
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {
+    "num_hidden_layers": 6,
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "intermediate_size": 256,
+    "max_position_embeddings": 1024,
+    "seed": 0,
+}
+
+_REQUIRED_SIZES = (
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)
+# Set from the tokenizer, never from the config, so that model and tokenizer cannot disagree.
+_FROM_TOKENIZER = ("vocab_size", "pad_token_id", "eos_token_id", "bos_token_id")
+_GPT_NEOX_FIELDS = frozenset(GPTNeoXConfig().to_dict()) - set(_FROM_TOKENIZER)
+
+
+def build_model(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A causal LM for `tokenizer`: a seeded GPT-NeoX from scratch, or the checkpoint `model_cfg["name_or_path"]`."""
+    if not isinstance(model_cfg, dict):
+        raise ValueError(f"model_cfg must be a dict, got {type(model_cfg).__name__}")
+    _check_tokenizer(tokenizer)
+    if "name_or_path" in model_cfg:
+        return _load_pretrained(model_cfg, tokenizer)
+    return _build_gpt_neox(model_cfg, tokenizer)
+
+
+def build_model_and_tokenizer(
+    model_cfg: dict[str, Any], num_states: int
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model and its tokenizer: the format's word-level tokenizer from scratch, a checkpoint's own otherwise."""
+    if isinstance(model_cfg, dict) and "name_or_path" in model_cfg:
+        tokenizer = load_tokenizer(model_cfg["name_or_path"])
+    else:
+        tokenizer = build_tokenizer(num_states)
+    return build_model(model_cfg, tokenizer), tokenizer
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
+    """A checkpoint's tokenizer, with the eos token doubling as pad token when it has none (as in Pythia)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except OSError as error:
+        raise OSError(_unavailable_message("tokenizer", name_or_path)) from error
+    if tokenizer.eos_token is None:
+        raise ValueError(f"the tokenizer of {str(name_or_path)!r} has no eos token; generations could never end")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_and_tokenizer(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model and tokenizer saved together in directory `path` (e.g. by `save_model_and_tokenizer`)."""
+    directory = Path(path)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{str(path)!r} is not a saved model directory (no config.json)")
+    tokenizer = load_tokenizer(directory)
+    model = build_model({"name_or_path": str(directory)}, tokenizer)
+    return model, tokenizer
+
+
+def save_model_and_tokenizer(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike
+) -> None:
+    """Write both into directory `path`, so that `load_model_and_tokenizer(path)` restores them."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def _build_gpt_neox(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> GPTNeoXForCausalLM:
+    settings = dict(model_cfg)
+    seed = settings.pop("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise ValueError(f"model seed must be an integer, got {seed!r}")
+    for name in settings:
+        if name in _FROM_TOKENIZER:
+            raise ValueError(f"model config field {name!r} is taken from the tokenizer; remove it from the config")
+        if name not in _GPT_NEOX_FIELDS:
+            raise ValueError(f"unknown model config field {name!r} (not a GPTNeoXConfig setting)")
+    for name in _REQUIRED_SIZES:
+        value = settings.get(name)
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"model config field {name!r} must be a positive integer, got {value!r}")
+    if settings["hidden_size"] % settings["num_attention_heads"]:
+        raise ValueError(
+            f"hidden_size={settings['hidden_size']} is not divisible by "
+            f"num_attention_heads={settings['num_attention_heads']}"
+        )
+
+    config = GPTNeoXConfig(
+        **settings,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    # Weight init draws from torch's global generator; forking it makes the init a function of `seed` alone and
+    # leaves the caller's global RNG state untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = GPTNeoXForCausalLM(config)
+    _align_generation_ids(model, tokenizer)
+    return model
+
+
+def _load_pretrained(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    extra = set(model_cfg) - {"name_or_path"}
+    if extra:
+        raise ValueError(
+            f"model config fields {sorted(extra)} have no effect with 'name_or_path': a checkpoint brings its own "
+            "architecture"
+        )
+    name_or_path = model_cfg["name_or_path"]
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path)
+    except OSError as error:
+        raise OSError(_unavailable_message("model", name_or_path)) from error
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        # A pad token added to the tokenizer needs an embedding row.
+        model.resize_token_embeddings(len(tokenizer))
+    _align_generation_ids(model, tokenizer)
+    return model
+
+
+def _align_generation_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    for config in (model.config, model.generation_config):
+        config.pad_token_id = tokenizer.pad_token_id
+        config.eos_token_id = tokenizer.eos_token_id
+
+
+def _check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise ValueError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
+    if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer needs both an eos and a pad token")
+
+
+def _unavailable_message(what: str, name_or_path: str | os.PathLike) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    hint = " and the hub is offline (HF_HUB_OFFLINE=1)" if offline else " or the hub could not serve it"
+    return f"cannot load the {what} {str(name_or_path)!r}: it is not a saved local directory{hint}"
