@@ -1,0 +1,290 @@
+"""Genetic algorithm baseline (PAPER.md section 3).
+
+A population of particles starts as copies of one initial sequence. Each step evaluates every particle,
+keeps those whose loss (-f) is at or below a quantile of the population's losses, refills the rest by
+uniform crossover of two random survivors, and then mutates every position of every particle with a
+small probability. There is no elitism: the best particle can be lost to mutation.
+
+The semantics follow the authors' reference optimiser (pytorch-holo 0.0.5, DiscreteEvolution):
+- the quantile is linearly interpolated between order statistics; if an infinite loss takes part in the
+  interpolation the threshold is +inf and every particle survives (selection is off);
+- ties at the threshold all survive, so far more than quantile * N particles can survive;
+- survivors keep their place in the population, children fill the non-survivors' places in order;
+- both parents are drawn uniformly with replacement from the survivors (a child may have one parent twice);
+- a child takes each position from parent 1 with probability `recombine_prob`, else from parent 2;
+- mutation applies to survivors and children alike, resampling a position uniformly from [0, num_states)
+  (possibly to the value it already had).
+
+Every evaluation is recorded (particle, score, step, oracle-call count), so one run gives both the seed
+dataset (`GAResult.unique`) and the regret-vs-oracle-calls curve (`GAResult.best_curve`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+# Takes an (n, L) int64 array of sequences, returns n scores (higher is better, -inf = infeasible).
+Oracle = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class GAConfig:
+    num_particles: int = 1000
+    mutation_prob: float = 0.005
+    recombine_prob: float = 0.0882
+    survival_quantile: float = 0.1
+    # The run stops at whichever binds first; at least one must be set.
+    num_steps: int | None = 10
+    max_oracle_calls: int | None = None
+    # Stop after the step in which some particle scores at least this much (e.g. 1.0, the optimum).
+    stop_at_value: float | None = None
+
+    def __post_init__(self):
+        _require_int("GAConfig.num_particles", self.num_particles, minimum=2)
+        for name in ("mutation_prob", "recombine_prob", "survival_quantile"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"GAConfig.{name} must be a number in [0, 1], got {value!r}")
+        if self.num_steps is not None:
+            _require_int("GAConfig.num_steps", self.num_steps, minimum=1)
+        if self.max_oracle_calls is not None:
+            _require_int("GAConfig.max_oracle_calls", self.max_oracle_calls, minimum=1)
+        if self.num_steps is None and self.max_oracle_calls is None:
+            raise ValueError("GAConfig needs num_steps or max_oracle_calls (or both) to know when to stop")
+        if self.stop_at_value is not None and not (_is_real(self.stop_at_value) and math.isfinite(self.stop_at_value)):
+            raise ValueError(f"GAConfig.stop_at_value must be a finite number or None, got {self.stop_at_value!r}")
+
+    @property
+    def total_oracle_calls(self) -> int:
+        """Oracle calls the run makes unless stop_at_value ends it earlier."""
+        by_steps = self.num_steps * self.num_particles if self.num_steps is not None else math.inf
+        by_budget = self.max_oracle_calls if self.max_oracle_calls is not None else math.inf
+        return int(min(by_steps, by_budget))
+
+
+@dataclass
+class GAResult:
+    """Every evaluation of a GA run, in the order the oracle saw them.
+
+    Row i is the (i+1)-th oracle call. `steps` is the 0-based GA step that made the call.
+    """
+
+    sequences: np.ndarray  # (n, L), uint8 when num_states <= 256
+    scores: np.ndarray  # (n,) float64, -inf = infeasible
+    steps: np.ndarray  # (n,) int32
+    num_states: int
+    stop_reason: str  # "num_steps", "max_oracle_calls" or "stop_at_value"
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def oracle_calls(self) -> np.ndarray:
+        """Cumulative oracle-call count after each evaluation: 1, 2, ..., n."""
+        return np.arange(1, len(self) + 1, dtype=np.int64)
+
+    @property
+    def best_value(self) -> float:
+        return float(self.scores.max())
+
+    @property
+    def best_sequence(self) -> np.ndarray:
+        """The first particle that reached the best value."""
+        return self.sequences[int(np.argmax(self.scores))].astype(np.int64)
+
+    def best_curve(self, at: np.ndarray | None = None, optimal_value: float = 1.0) -> pd.DataFrame:
+        """Best score so far against oracle calls, with regret = optimal_value - best.
+
+        By default one row per improvement of the best (the first call included) and one for the last call,
+        which is the whole step function. Pass `at` (oracle-call counts in [1, n]) to read it on a grid,
+        e.g. to average runs of different seeds. Before any feasible particle the best is -inf, regret +inf.
+        """
+        running_best = np.maximum.accumulate(self.scores)
+        if at is None:
+            improved = np.flatnonzero(running_best[1:] > running_best[:-1]) + 1
+            rows = np.unique(np.concatenate([[0], improved, [len(self) - 1]]))
+        else:
+            calls = np.asarray(at)
+            if calls.ndim != 1 or not np.issubdtype(calls.dtype, np.integer):
+                raise ValueError(f"best_curve(at=...) must be a 1-D array of integer call counts, got {at!r}")
+            if calls.size and (calls.min() < 1 or calls.max() > len(self)):
+                raise ValueError(f"best_curve(at=...) values must lie in [1, {len(self)}], got {calls.min()}..{calls.max()}")
+            rows = calls - 1
+        best = running_best[rows]
+        return pd.DataFrame({"oracle_calls": rows + 1, "best_value": best, "regret": optimal_value - best})
+
+    def unique(self) -> pd.DataFrame:
+        """First sighting of each distinct particle, in the order first seen: the seed dataset."""
+        rows = np.ascontiguousarray(self.sequences)
+        as_bytes = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+        _, first_seen = np.unique(as_bytes, return_index=True)
+        first_seen.sort()
+        return pd.DataFrame(
+            {
+                "sequence": list(map(tuple, rows[first_seen].tolist())),
+                "score": self.scores[first_seen],
+                "step": self.steps[first_seen],
+                "oracle_calls": first_seen + 1,
+            }
+        )
+
+
+def run_ga(
+    oracle: Oracle,
+    initial_solution: np.ndarray,
+    num_states: int,
+    config: GAConfig,
+    seed: int | np.random.Generator = 0,
+    progress: bool = True,
+) -> GAResult:
+    """Runs the GA on `oracle` from copies of `initial_solution`; see the module docstring.
+
+    When max_oracle_calls binds, the last step evaluates only the first (budget - calls so far) particles,
+    so exactly max_oracle_calls calls are made. The population is exchangeable (nothing depends on a
+    particle's index), so those first particles are an unbiased subset.
+    """
+    _require_int("num_states", num_states, minimum=1)
+    start = np.asarray(initial_solution)
+    if start.ndim != 1 or start.size == 0 or not np.issubdtype(start.dtype, np.integer):
+        raise ValueError(
+            f"initial_solution must be a non-empty 1-D integer array, got shape {start.shape} dtype {start.dtype}"
+        )
+    if start.min() < 0 or start.max() >= num_states:
+        raise ValueError(f"initial_solution values must lie in [0, {num_states}), got {start.min()}..{start.max()}")
+    if isinstance(seed, np.random.Generator):
+        rng = seed
+    else:
+        _require_int("seed", seed, minimum=0)  # None would seed from the OS and break reproducibility
+        rng = np.random.default_rng(seed)
+
+    num_particles, length = config.num_particles, start.size
+    total_calls = config.total_oracle_calls
+    population = np.tile(start.astype(np.int64), (num_particles, 1))
+    sequences = np.empty((total_calls, length), dtype=_compact_dtype(num_states))
+    scores = np.empty(total_calls, dtype=np.float64)
+    steps = np.empty(total_calls, dtype=np.int32)
+
+    calls, step, best = 0, 0, -np.inf
+    stop_reason = "num_steps"
+    bar = tqdm(total=math.ceil(total_calls / num_particles), desc="GA", unit="step", disable=not progress)
+    while calls < total_calls:
+        batch = min(num_particles, total_calls - calls)
+        evaluated = population[:batch]
+        evaluated.flags.writeable = False  # the oracle gets a view; it must not edit the population
+        batch_scores = _checked_scores(oracle(evaluated), batch, step)
+        evaluated.flags.writeable = True
+        sequences[calls : calls + batch] = evaluated
+        scores[calls : calls + batch] = batch_scores
+        steps[calls : calls + batch] = step
+        calls += batch
+        bar.update(1)
+        best = max(best, float(batch_scores.max()))
+        bar.set_postfix(best=best, refresh=False)
+
+        if config.stop_at_value is not None and batch_scores.max() >= config.stop_at_value:
+            stop_reason = "stop_at_value"
+            break
+        if calls == total_calls:
+            if config.max_oracle_calls == total_calls:
+                stop_reason = "max_oracle_calls"
+            break
+        population = next_generation(population, -batch_scores, num_states, config, rng)
+        step += 1
+    bar.close()
+
+    return GAResult(
+        sequences=sequences[:calls],
+        scores=scores[:calls],
+        steps=steps[:calls],
+        num_states=num_states,
+        stop_reason=stop_reason,
+    )
+
+
+def survivors(losses: np.ndarray, quantile: float) -> np.ndarray:
+    """Mask of particles whose loss is at or below the (linearly interpolated) `quantile` of `losses`.
+
+    If an infinite loss enters the interpolation the threshold is +inf and everyone survives.
+    """
+    position = quantile * (len(losses) - 1)
+    lower = math.floor(position)
+    upper = min(lower + 1, len(losses) - 1)
+    weight = position - lower
+    ordered = np.partition(losses, (lower, upper))
+    low, high = ordered[lower], ordered[upper]
+    if weight == 0:  # lands on an order statistic; the next one, even if infinite, plays no part
+        threshold = low
+    elif np.isinf(low) or np.isinf(high):
+        threshold = np.inf
+    else:
+        threshold = low + weight * (high - low)
+    if threshold == np.inf:
+        return np.ones(len(losses), dtype=bool)
+    return losses <= threshold
+
+
+def next_generation(
+    population: np.ndarray, losses: np.ndarray, num_states: int, config: GAConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """One GA update of an evaluated (N, L) population with losses -f: selection, crossover, mutation."""
+    alive = survivors(losses, config.survival_quantile)
+    survivor_rows = population[alive]
+    num_children = len(population) - len(survivor_rows)
+    length = population.shape[1]
+
+    children = np.empty((num_children, length), dtype=population.dtype)
+    if num_children:
+        parent_1 = rng.integers(0, len(survivor_rows), size=num_children)
+        parent_2 = rng.integers(0, len(survivor_rows), size=num_children)
+        children[:] = survivor_rows[parent_2]
+        from_parent_1 = _bernoulli_successes(rng, children.size, config.recombine_prob)
+        child_of_position = from_parent_1 // length
+        children.flat[from_parent_1] = survivor_rows[parent_1[child_of_position], from_parent_1 % length]
+
+    offspring = population.copy()
+    offspring[~alive] = children
+    mutated = _bernoulli_successes(rng, offspring.size, config.mutation_prob)
+    offspring.flat[mutated] = rng.integers(0, num_states, size=mutated.size)
+    return offspring
+
+
+def _bernoulli_successes(rng: np.random.Generator, num_trials: int, prob: float) -> np.ndarray:
+    """Flat indices of the successes among `num_trials` independent Bernoulli(`prob`) trials.
+
+    Same distribution as np.flatnonzero(rng.random(num_trials) < prob), but drawing a binomial count and then
+    a uniform subset of that size costs O(successes), which matters at the small rates the GA uses.
+    """
+    count = rng.binomial(num_trials, prob)
+    return rng.choice(num_trials, size=count, replace=False, shuffle=False)
+
+
+def _checked_scores(raw, expected: int, step: int) -> np.ndarray:
+    scores = np.asarray(raw, dtype=np.float64)
+    if scores.shape != (expected,):
+        raise ValueError(f"oracle returned shape {scores.shape} at step {step}, expected ({expected},)")
+    if np.isnan(scores).any() or (scores == np.inf).any():
+        bad = int(np.flatnonzero(np.isnan(scores) | (scores == np.inf))[0])
+        raise ValueError(f"oracle returned {scores[bad]} for particle {bad} at step {step}; scores must be finite or -inf")
+    return scores
+
+
+def _compact_dtype(num_states: int) -> np.dtype:
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if num_states - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _require_int(name: str, value, minimum: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
