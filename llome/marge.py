@@ -1,0 +1,272 @@
+"""MargE (Margin-Aligned Expectation), PAPER.md section 5, as a transformers Trainer in TRL's style.
+
+MargE pulls the policy pi_theta towards the reward distribution p_r(y) ∝ exp(r) while keeping it close to a frozen
+reference pi_ref (the previous round's model). With l = lp(y|x) / |y| the mean completion log-probability, each
+pair (x, y, r) contributes
+
+    loss_i = alpha * w_i * (l_theta_i - r_i) - beta * l_theta_i,     w_i = exp(lp_theta_i - lp_ref_i),
+
+where w is self-normalised over the batch (w_i / sum_j w_j) when asked, and is NOT detached: the gradient flows
+through the importance weights too. With a batch of one, self-normalised weights are always exactly 1 and the
+reward drops out of the gradient, so that configuration is refused.
+
+The dataset has columns "prompt", "completion" (text, see llome.text) and "reward". Completions are scored with
+the tokenizer's eos token appended, as in SFT and DPO, so the model keeps learning where a proposal ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+_IGNORE = -100  # label value that cross_entropy skips
+
+
+def importance_weights(policy_logps: torch.Tensor, ref_logps: torch.Tensor, self_normalize: bool) -> torch.Tensor:
+    """w_i = exp(lp_theta_i - lp_ref_i); self-normalised as a softmax of the log-ratios, which cannot overflow."""
+    log_ratios = policy_logps - ref_logps
+    return torch.softmax(log_ratios, dim=0) if self_normalize else torch.exp(log_ratios)
+
+
+def effective_sample_size(weights: torch.Tensor) -> torch.Tensor:
+    """(sum w)^2 / sum w^2: equals 1 / sum w_i^2 for normalised weights; from 1 (one pair dominates) to the batch size."""
+    weights = weights.detach()
+    return weights.sum() ** 2 / (weights**2).sum()
+
+
+def marge_loss(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    completion_lengths: torch.Tensor,
+    rewards: torch.Tensor,
+    alpha: float = 1.0,
+    beta: float = 10.0,
+    self_normalize: bool = True,
+) -> torch.Tensor:
+    """Mean over the batch of alpha * w_i * (lp_i / len_i - r_i) - beta * lp_i / len_i.
+
+    All arguments are 1-D tensors over the batch; policy_logps and ref_logps are summed completion log-probs.
+    """
+    _check_batch(policy_logps=policy_logps, ref_logps=ref_logps, completion_lengths=completion_lengths, rewards=rewards)
+    weights = importance_weights(policy_logps, ref_logps, self_normalize)
+    mean_logps = policy_logps / completion_lengths
+    return (alpha * weights * (mean_logps - rewards) - beta * mean_logps).mean()
+
+
+def completion_logps(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probabilities of the completion tokens of each row, and the number of those tokens.
+
+    Rows are prompt + completion, right-padded; completion_mask marks the completion tokens.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    # Token t is predicted from position t-1, so the first token of a row is never scored.
+    labels = input_ids[:, 1:].masked_fill(completion_mask[:, 1:] == 0, _IGNORE)
+    token_nll = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=_IGNORE, reduction="none"
+    ).view_as(labels)
+    return -token_nll.sum(dim=1), (labels != _IGNORE).sum(dim=1)
+
+
+def tokenize_prompt_completion(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str
+) -> dict[str, list[int]]:
+    """Prompt and completion token ids, tokenized apart as at generation time, with eos closing the completion."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return {"prompt_ids": prompt_ids, "completion_ids": completion_ids}
+
+
+@dataclass
+class MargECollator:
+    """Right-pads prompt + completion rows and keeps which tokens are the completion, plus the rewards."""
+
+    pad_token_id: int
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [example["prompt_ids"] + example["completion_ids"] for example in examples]
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (row, example) in enumerate(zip(rows, examples, strict=True)):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            attention_mask[i, : len(row)] = 1
+            completion_mask[i, len(example["prompt_ids"]) : len(row)] = 1
+        rewards = torch.tensor([float(example["reward"]) for example in examples], dtype=torch.float32)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "completion_mask": completion_mask,
+            "rewards": rewards,
+        }
+
+
+@dataclass
+class MargEConfig(TrainingArguments):
+    """TrainingArguments plus MargE's coefficients. Defaults follow the authors (alpha 1, beta 10, lr 1e-6)."""
+
+    alpha: float = field(default=1.0, metadata={"help": "Weight of KL(pi_theta || p_r), the reward term."})
+    beta: float = field(default=10.0, metadata={"help": "Weight of KL(pi_ref || pi_theta), the likelihood term."})
+    self_normalize: bool = field(
+        default=True, metadata={"help": "Normalise the importance weights over each per-device batch."}
+    )
+    disable_dropout: bool = field(
+        default=True, metadata={"help": "Zero dropout in both models, so log-probs are not noisy."}
+    )
+    learning_rate: float = field(default=1e-6, metadata={"help": "The initial learning rate for AdamW."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
+
+    def __post_init__(self):
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"MargEConfig.{name} must be a finite number >= 0, got {value!r}")
+        if self.self_normalize and self.per_device_train_batch_size < 2:
+            raise ValueError(
+                f"per_device_train_batch_size={self.per_device_train_batch_size} with self_normalize=True: "
+                "self-normalised weights over a batch of 1 are exactly 1, so the reward would have no gradient. "
+                "Use a per-device batch of at least 2."
+            )
+        super().__post_init__()
+
+
+class MargETrainer(Trainer):
+    """Trainer whose loss is MargE against a frozen reference model; logs the weights' effective sample size."""
+
+    # compute_loss returns a per-micro-batch mean, so Trainer must divide it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        ref_model: PreTrainedModel,
+        args: MargEConfig,
+        train_dataset: Dataset,
+        processing_class: PreTrainedTokenizerBase,
+        eval_dataset: Dataset | None = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+    ):
+        if not isinstance(args, MargEConfig):
+            raise ValueError(f"args must be a MargEConfig, got {type(args).__name__}")
+        if ref_model is None or ref_model is model:
+            raise ValueError("MargE needs a separate frozen reference model (the previous round's model)")
+        if processing_class.eos_token_id is None or processing_class.pad_token_id is None:
+            raise ValueError("the tokenizer needs both an eos and a pad token")
+        train_dataset = self._prepare_dataset(train_dataset, processing_class, "train_dataset")
+        if eval_dataset is not None:
+            eval_dataset = self._prepare_dataset(eval_dataset, processing_class, "eval_dataset")
+        if args.self_normalize and len(train_dataset) % args.per_device_train_batch_size == 1:
+            logger.warning(
+                "MargE: %d pairs in batches of %d leave a last batch of 1, whose self-normalised weight is 1: "
+                "that pair trains on likelihood alone",
+                len(train_dataset),
+                args.per_device_train_batch_size,
+            )
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=MargECollator(pad_token_id=processing_class.pad_token_id),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        ref_model.eval()
+        ref_model.requires_grad_(False)
+        if args.disable_dropout:
+            _disable_dropout(self.model)
+            _disable_dropout(ref_model)
+        self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    @staticmethod
+    def _prepare_dataset(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, name: str) -> Dataset:
+        missing = {"prompt", "completion", "reward"} - set(dataset.column_names)
+        if missing:
+            raise ValueError(f"{name} lacks columns {sorted(missing)}; MargE needs prompt, completion and reward")
+        if len(dataset) == 0:
+            raise ValueError(f"{name} is empty")
+        bad = [i for i, reward in enumerate(dataset["reward"]) if reward is None or not math.isfinite(reward)]
+        if bad:
+            raise ValueError(f"{name} has non-finite rewards at rows {bad[:10]}")
+        return dataset.map(
+            lambda example: tokenize_prompt_completion(tokenizer, example["prompt"], example["completion"]),
+            desc=f"Tokenizing MargE {name}",
+        )
+
+    def _set_signature_columns_if_needed(self):
+        # Keep the columns the collator reads; Trainer would otherwise drop everything the model's forward lacks.
+        if self._signature_columns is None:
+            self._signature_columns = ["prompt_ids", "completion_ids", "reward"]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if model.training else "eval"
+        sequence = (inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+        policy_logps, lengths = completion_logps(model, *sequence)
+        with torch.no_grad():
+            ref_logps, _ = completion_logps(self.ref_model, *sequence)
+        args = self.args
+        loss = marge_loss(
+            policy_logps,
+            ref_logps,
+            lengths,
+            inputs["rewards"],
+            alpha=args.alpha,
+            beta=args.beta,
+            self_normalize=args.self_normalize,
+        )
+
+        with torch.no_grad():
+            weights = importance_weights(policy_logps, ref_logps, args.self_normalize)
+            metrics = self._metrics[mode]
+            metrics["marge/ess"].append(effective_sample_size(weights).item())
+            metrics["marge/ess_fraction"].append(effective_sample_size(weights).item() / len(weights))
+            metrics["marge/log_ratio"].append((policy_logps - ref_logps).mean().item())
+            metrics["marge/mean_logp"].append((policy_logps / lengths).mean().item())
+            metrics["marge/reward"].append(inputs["rewards"].mean().item())
+        return (loss, {"policy_logps": policy_logps}) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # The per-step metrics gathered since the last log are averaged into this log entry.
+        mode = "train" if self.model.training else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        logs.update({prefix + key: sum(values) / len(values) for key, values in self._metrics[mode].items()})
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
+
+
+def _check_batch(**tensors: torch.Tensor) -> None:
+    sizes = set()
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() != 1:
+            raise ValueError(f"{name} must be a 1-D tensor over the batch")
+        sizes.add(tensor.shape[0])
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError(f"marge_loss needs non-empty tensors of one batch size, got sizes {sorted(sizes)}")
+
+
+def _disable_dropout(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0

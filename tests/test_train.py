@@ -1,0 +1,270 @@
+import copy
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, TrainerCallback
+from trl import DPOConfig, SFTConfig
+
+from llome.marge import MargECollator, MargEConfig, completion_logps, marge_loss, tokenize_prompt_completion
+from llome.models import build_model
+from llome.text import format_completion, format_prompt
+from llome.tokenizer import build_tokenizer
+from llome.train import (
+    TrainConfig,
+    latest_checkpoint,
+    sft_trainer,
+    train_dpo,
+    train_marge,
+    train_sft,
+    training_args,
+)
+
+NUM_STATES, LENGTH, BATCH = 8, 6, 8
+TINY = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64,
+        "max_position_embeddings": 64, "seed": 0}
+CFG = {"max_steps": 8, "per_device_train_batch_size": BATCH, "learning_rate": 3e-3, "logging_steps": 1,
+       "save_steps": 100, "disable_tqdm": True}
+
+
+def _sequences(rng, count):
+    return [tuple(int(s) for s in rng.integers(0, NUM_STATES, LENGTH)) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(NUM_STATES)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    rng = np.random.default_rng(0)
+    xs = _sequences(rng, 24)
+    ys = [tuple(sorted(x)) for x in xs]  # something learnable: sort the input
+    return pd.DataFrame({"x": xs, "y": ys, "x_score": 0.25, "y_score": 0.5, "reward": rng.uniform(0, 1, 24)})
+
+
+def _model(tokenizer, **changes):
+    return build_model({**TINY, **changes}, tokenizer)
+
+
+def _batched_logps(model, tokenizer, prompts, completions):
+    examples = [{**tokenize_prompt_completion(tokenizer, p, c), "reward": 0.0} for p, c in zip(prompts, completions)]
+    batch = MargECollator(pad_token_id=tokenizer.pad_token_id)(examples)
+    model.eval()
+    with torch.no_grad():
+        return completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+
+
+def _sft_loss(model, tokenizer, frame):
+    logps, lengths = _batched_logps(model, tokenizer, [format_prompt(x) for x in frame.x],
+                                    [format_completion(y) for y in frame.y])
+    return (-logps.sum() / lengths.sum()).item()
+
+
+def test_sft_masks_the_prompt_and_ends_with_eos(tokenizer, pairs, tmp_path):
+    trainer = sft_trainer(_model(tokenizer), tokenizer, pairs, CFG, tmp_path)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    for row in range(3):
+        prompt = format_prompt(pairs.x[row])
+        prompt_length = len(tokenizer(prompt)["input_ids"])
+        labels, input_ids = batch["labels"][row], batch["input_ids"][row]
+        assert (labels[:prompt_length] == -100).all()
+        trained = labels[labels != -100]
+        assert trained.tolist() == input_ids[prompt_length : prompt_length + len(trained)].tolist()
+        assert tokenizer.decode(trained) == format_completion(pairs.y[row]) + tokenizer.eos_token
+
+
+def test_sft_lowers_its_loss_and_returns_an_independent_model(tokenizer, pairs, tmp_path):
+    model = _model(tokenizer)
+    before = _sft_loss(model, tokenizer, pairs)
+    trained = train_sft(model, tokenizer, pairs, CFG, tmp_path)
+    after = _sft_loss(trained, tokenizer, pairs)
+    assert after < before - 0.2, (before, after)
+    assert (tmp_path / "config.json").exists() and (tmp_path / "checkpoint-8").is_dir()
+
+    # TRL patches model.forward on the instance; a deepcopy of a still-patched model would run the original's
+    # weights. The returned model must be clean, so that copies (e.g. reference models) are independent.
+    assert "forward" not in trained.__dict__
+    reference = copy.deepcopy(trained)
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(0.1)
+    assert _sft_loss(trained, tokenizer, pairs) == pytest.approx(after)
+    assert _sft_loss(reference, tokenizer, pairs) != pytest.approx(after)
+
+
+def _dpo_loss(model, ref, tokenizer, triples, beta):
+    prompts = [format_prompt(x) for x in triples.x]
+    chosen = [_batched_logps(m, tokenizer, prompts, [format_completion(y) for y in triples.y_w])[0] for m in (model, ref)]
+    rejected = [_batched_logps(m, tokenizer, prompts, [format_completion(y) for y in triples.y_l])[0] for m in (model, ref)]
+    margin = (chosen[0] - chosen[1]) - (rejected[0] - rejected[1])
+    return -F.logsigmoid(beta * margin).mean().item()
+
+
+def test_dpo_lowers_its_loss(tokenizer, pairs, tmp_path):
+    rng = np.random.default_rng(1)
+    triples = pd.DataFrame({"x": pairs.x, "y_w": pairs.y, "y_l": _sequences(rng, len(pairs))})
+    model = _model(tokenizer)
+    reference = copy.deepcopy(model)
+    assert _dpo_loss(model, reference, tokenizer, triples, 0.4) == pytest.approx(math.log(2))
+    trained = train_dpo(model, reference, tokenizer, triples, {**CFG, "learning_rate": 1e-3}, tmp_path)
+    assert _dpo_loss(trained, reference, tokenizer, triples, 0.4) < math.log(2) - 0.05
+    assert not any(parameter.requires_grad for parameter in reference.parameters())
+
+
+class _Logs(TrainerCallback):
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs or {}))
+
+
+def _marge_loss_on(model, ref, tokenizer, frame):
+    prompts, completions = [format_prompt(x) for x in frame.x], [format_completion(y) for y in frame.y]
+    losses = []
+    for start in range(0, len(frame), BATCH):
+        part = slice(start, start + BATCH)
+        policy, lengths = _batched_logps(model, tokenizer, prompts[part], completions[part])
+        reference, _ = _batched_logps(ref, tokenizer, prompts[part], completions[part])
+        rewards = torch.tensor(frame.reward.to_numpy()[part], dtype=torch.float32)
+        losses.append(marge_loss(policy, reference, lengths, rewards).item())
+    return sum(losses) / len(losses)
+
+
+def test_marge_lowers_its_loss_and_logs_the_effective_sample_size(tokenizer, pairs, tmp_path):
+    model = _model(tokenizer)
+    reference = copy.deepcopy(model)
+    before = _marge_loss_on(model, reference, tokenizer, pairs)
+    logs = _Logs()
+    trained = train_marge(model, reference, tokenizer, pairs, {**CFG, "learning_rate": 1e-3}, tmp_path, [logs])
+    assert _marge_loss_on(trained, reference, tokenizer, pairs) < before - 0.5
+    ess = [entry["marge/ess"] for entry in logs.logs if "marge/ess" in entry]
+    assert len(ess) == CFG["max_steps"]  # one per step with logging_steps=1
+    assert all(1.0 <= value <= BATCH + 1e-6 for value in ess)
+    assert ess[0] == pytest.approx(BATCH)  # policy == reference at the start: uniform weights
+    assert ess[-1] < BATCH  # and no longer once the policy moved
+
+
+def test_marge_refuses_a_self_normalised_batch_of_one(tokenizer, pairs, tmp_path):
+    model = _model(tokenizer)
+    with pytest.raises(ValueError, match="per_device_train_batch_size=1"):
+        train_marge(model, copy.deepcopy(model), tokenizer, pairs, {**CFG, "per_device_train_batch_size": 1}, tmp_path)
+
+
+class _StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tokenizer, pairs, tmp_path):
+    cfg = {**CFG, "max_steps": 4, "save_steps": 2}
+    straight = train_sft(_model(tokenizer), tokenizer, pairs, cfg, tmp_path / "straight")
+
+    train_sft(_model(tokenizer), tokenizer, pairs, cfg, tmp_path / "resumed", callbacks=[_StopAt(2)])
+    assert latest_checkpoint(tmp_path / "resumed").endswith("checkpoint-2")
+    # a fresh process would start from a fresh model; the checkpoint supplies weights, optimizer and data order
+    resumed = train_sft(_model(tokenizer, seed=7), tokenizer, pairs, cfg, tmp_path / "resumed")
+    assert latest_checkpoint(tmp_path / "resumed").endswith("checkpoint-4")
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+    # a finished run reloads its final weights instead of training again
+    again = train_sft(_model(tokenizer, seed=7), tokenizer, pairs, cfg, tmp_path / "straight")
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), again.state_dict().values()))
+
+
+def test_latest_checkpoint_skips_half_written_ones(tmp_path):
+    assert latest_checkpoint(tmp_path / "missing") is None
+    (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-10").mkdir()  # interrupted while saving
+    assert latest_checkpoint(tmp_path).endswith("checkpoint-2")
+
+
+def test_training_args_defaults_suit_a_cpu(tmp_path):
+    args = training_args(SFTConfig, {"learning_rate": 1e-3, "lr_scheduler_type": "constant"}, tmp_path)
+    assert not args.bf16 and not args.activation_checkpointing and not args.gradient_checkpointing
+    assert args.report_to in ([], "none", ["none"])
+    assert args.learning_rate == 1e-3 and args.lr_scheduler_type == "constant"
+    assert args.use_cpu == (not torch.cuda.is_available())
+    assert args.save_strategy == "steps" and args.save_steps == TrainConfig().save_steps
+
+
+def test_method_settings_reach_their_own_config_only(tmp_path):
+    from llome.train import DPO_DEFAULTS, MARGE_DEFAULTS
+
+    assert training_args(DPOConfig, {}, tmp_path, defaults=DPO_DEFAULTS).beta == 0.4
+    assert training_args(DPOConfig, {"beta": 0.1}, tmp_path, defaults=DPO_DEFAULTS).beta == 0.1
+    marge = training_args(MargEConfig, {"alpha": 2.0}, tmp_path, defaults=MARGE_DEFAULTS)
+    assert (marge.alpha, marge.beta, marge.self_normalize) == (2.0, 10.0, True)
+    with pytest.raises(ValueError, match="beta"):
+        training_args(SFTConfig, {"beta": 0.4}, tmp_path)
+    with pytest.raises(ValueError, match="learning_rat"):
+        training_args(SFTConfig, {"learning_rat": 1e-3}, tmp_path)
+    with pytest.raises(ValueError, match="output_dir"):
+        training_args(SFTConfig, {"output_dir": "elsewhere"}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (pd.DataFrame({"x": [(1, 2)]}), "'y'"),
+        (pd.DataFrame({"x": [], "y": []}), "empty"),
+        (pd.DataFrame({"x": [(1, 2), (1, 2.5)], "y": [(1, 2), (2, 1)]}, index=[10, 11]), "row 11"),
+    ],
+)
+def test_bad_pairs_are_refused_before_training(tokenizer, tmp_path, frame, message):
+    with pytest.raises(ValueError, match=message):
+        train_sft(_model(tokenizer), tokenizer, frame, CFG, tmp_path)
+
+
+def test_bad_rewards_and_missing_reference_are_refused(tokenizer, pairs, tmp_path):
+    model = _model(tokenizer)
+    bad = pairs.assign(reward=[float("nan")] + [0.0] * (len(pairs) - 1))
+    with pytest.raises(ValueError, match="reward"):
+        train_marge(model, copy.deepcopy(model), tokenizer, bad, CFG, tmp_path)
+    triples = pd.DataFrame({"x": pairs.x, "y_w": pairs.y, "y_l": pairs.x})
+    with pytest.raises(ValueError, match="reference"):
+        train_dpo(model, None, tokenizer, triples, CFG, tmp_path)
+
+
+def test_examples_longer_than_the_context_are_refused(tokenizer, pairs, tmp_path):
+    with pytest.raises(ValueError, match="max_position_embeddings=16"):
+        train_sft(_model(tokenizer, max_position_embeddings=16), tokenizer, pairs, CFG, tmp_path)
+
+
+def _bpe_tokenizer(pairs):
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    texts = [format_prompt(x) + format_completion(y) for x, y in zip(pairs.x, pairs.y)]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>"],
+                                                           initial_alphabet=alphabet))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+    tokenizer.pad_token = tokenizer.eos_token  # as llome.models.load_tokenizer does for Pythia
+    return tokenizer
+
+
+def test_sft_works_with_a_foreign_bpe_tokenizer(pairs, tmp_path):
+    bpe = _bpe_tokenizer(pairs)
+    model = _model(bpe)
+    trainer = sft_trainer(model, bpe, pairs, CFG, tmp_path / "inspect")
+    example = trainer.train_dataset[0]
+    prompt_length = len(bpe(format_prompt(pairs.x[0]))["input_ids"])
+    assert example["labels"][:prompt_length] == [-100] * prompt_length
+    assert bpe.decode(example["labels"][prompt_length:]) == format_completion(pairs.y[0]) + bpe.eos_token
+
+    before = _sft_loss(model, bpe, pairs)
+    trained = train_sft(_model(bpe), bpe, pairs, CFG, tmp_path / "train")
+    assert _sft_loss(trained, bpe, pairs) < before
