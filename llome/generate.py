@@ -77,6 +77,7 @@ def _decode_batch(model, tokenizer, prompts: list[str], temperature: float, num_
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
+@torch.inference_mode()
 def completion_logliks(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 256) -> np.ndarray:
     """Mean log-probability per completion token (eos included), given the prompt: the length-normalised likelihood."""
     out = np.empty(len(prompts), dtype=np.float64)
