@@ -16,8 +16,8 @@ from llome.plots import (per_round_medians, plot_calibration, plot_difficulty, p
 
 VALIDITY_PANELS = [
     ("generation.parsable", "parsable"), ("generation.correct_length", "right length"),
-    ("generation.in_range", "values in range (valid)"), ("labelled.feasible_fraction", "feasible (labelled)"),
-    ("generation.repeated_input", "repeats its input"), ("labelled.improved_fraction", "improves on its input"),
+    ("generation.in_range", "values in range (valid)"), ("labelled.feasible", "feasible (labelled)"),
+    ("generation.repeated_input", "repeats its input"), ("labelled.improved", "improves on its input"),
 ]
 COLLAPSE_PANELS = [
     ("generation.mean_distance", "mean Hamming distance to input"),

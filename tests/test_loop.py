@@ -1,0 +1,137 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llome.io import read_json, read_table
+from llome.loop import CountedOracle, OracleBudgetExceeded, margin_reward, round_dir, run_llome, run_trace
+from llome.pairs import make_pairs
+
+
+def same(a, b) -> bool:
+    """Equality that treats NaN as equal to NaN (metrics round-trip through JSON)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+class ToyFunction:
+    """f(x) = fraction of positions equal to a target; infeasible when x starts with 7. Counts its calls."""
+
+    dim, num_states = 8, 8
+
+    def __init__(self):
+        self.target = np.arange(8) % 8
+        self.calls = 0
+
+    def __call__(self, X):
+        X = np.asarray(X)
+        self.calls += len(X)
+        score = (X == self.target).mean(axis=1).astype(np.float64)
+        return np.where(X[:, 0] == 7, -np.inf, score)
+
+
+def test_counted_oracle_refuses_to_pass_its_budget():
+    f = ToyFunction()
+    oracle = CountedOracle(f, budget=5)
+    oracle(np.zeros((3, 8), dtype=int))
+    with pytest.raises(OracleBudgetExceeded, match="3 sequences with 2"):
+        oracle(np.zeros((3, 8), dtype=int))
+    assert oracle.calls == 3 and f.calls == 3
+
+
+def test_margin_reward_counts_infeasible_as_zero():
+    assert margin_reward(np.array([0.5, -np.inf, 0.75, 0.2]), np.array([0.25, 0.5, -np.inf, 0.4])).tolist() == \
+        [0.25, 0.0, 0.75, 0.0]
+
+
+def _setup(copy_model, tmp_path):
+    f = ToyFunction()
+    pool = copy_model["pool"][:200]
+    scores = f(pool)
+    seed_table = pd.DataFrame({"sequence": [tuple(map(int, r)) for r in pool], "score": scores,
+                               "step": 0, "oracle_calls": np.arange(1, len(pool) + 1)})
+    round_zero = tmp_path / "sft"
+    shutil.copytree(copy_model["dir"], round_zero / "model")
+    pairs = make_pairs(pool, scores, max_distance=0.5, num_neighbors=10, seed=0)
+    pairs.to_parquet(round_zero / "pairs.parquet")
+    cfg = {
+        "method": "marge", "objective": "marge", "rounds": 2, "function": "toy",
+        "generation": {"num_seeds": 6, "num_iterations": 2, "greedy": True, "temperatures": [0.8, 1.2],
+                       "num_samples": 3, "batch_size": 64, "temperature_schedule": True},
+        "selection": {"likelihood_quantile": 0.6, "num_to_label": 12},
+        "pairs": {"max_distance": 0.5, "num_neighbors": 10, "infeasible_fraction": 0.1, "max_pairs": 64},
+        "train": {"learning_rate": 1e-3, "num_train_epochs": 1, "per_device_train_batch_size": 8,
+                  "disable_tqdm": True, "logging_steps": 1000, "save_steps": 100000},
+        "seed_data_oracle_calls": len(pool),
+    }
+    f.calls = 0
+    return f, seed_table, round_zero, cfg
+
+
+@pytest.mark.slow
+def test_two_rounds_spend_at_most_n_calls_each_resume_and_repeat_exactly(copy_model, tmp_path):
+    f, seed_table, round_zero, cfg = _setup(copy_model, tmp_path)
+    history = run_llome(cfg, function=f, seed_table=seed_table, round_zero_dir=round_zero,
+                        run_dir=tmp_path / "run", seed=0, progress=False)
+    assert [m["round"] for m in history] == [1, 2]
+    paid = 0
+    for index, metrics in enumerate(history, start=1):
+        labelled = read_table(round_dir(tmp_path / "run", index) / "labelled.parquet")
+        assert 0 < len(labelled) <= cfg["selection"]["num_to_label"]
+        assert metrics["oracle_calls"] == len(labelled)
+        assert labelled["sequence"].is_unique
+        assert not set(labelled["sequence"]) & set(seed_table["sequence"])  # never pays twice for a known one
+        np.testing.assert_array_equal(labelled["score"], ToyFunction()(np.array(list(labelled["sequence"]))))
+        paid += metrics["oracle_calls"] + metrics["diagnostic_oracle_calls"]
+        assert (round_dir(tmp_path / "run", index) / "model" / "config.json").exists()
+    assert f.calls == paid  # every call the function saw is accounted for, paid or diagnostic
+
+    # A finished run is not redone: no generation, no oracle call.
+    again = run_llome(cfg, function=f, seed_table=seed_table, round_zero_dir=round_zero,
+                      run_dir=tmp_path / "run", seed=0, progress=False)
+    assert same(again, history) and f.calls == paid
+
+    # An interrupted round 2 (candidates saved, nothing else) resumes from its candidates.
+    done = round_dir(tmp_path / "run", 2)
+    partial = done.with_name(done.name + ".partial")
+    partial.mkdir()
+    shutil.copy(done / "candidates.parquet", partial / "candidates.parquet")
+    shutil.rmtree(done)
+    resumed = run_llome(cfg, function=f, seed_table=seed_table, round_zero_dir=round_zero,
+                        run_dir=tmp_path / "run", seed=0, progress=False)
+    assert same(resumed[1]["labelled"], history[1]["labelled"])
+    assert not partial.exists()
+
+    # The same seed elsewhere gives the same labels; the trace adds the seed data's calls first.
+    g = ToyFunction()
+    rerun = run_llome(cfg, function=g, seed_table=seed_table, round_zero_dir=round_zero,
+                      run_dir=tmp_path / "rerun", seed=0, progress=False)
+    for index in (1, 2):
+        a = read_table(round_dir(tmp_path / "run", index) / "labelled.parquet")
+        b = read_table(round_dir(tmp_path / "rerun", index) / "labelled.parquet")
+        pd.testing.assert_frame_equal(a, b)
+    assert same(rerun[0]["labelled"], history[0]["labelled"])
+    trace = run_trace(seed_table, cfg["seed_data_oracle_calls"], tmp_path / "run", cfg["rounds"])
+    assert trace["oracle_calls"].max() == len(seed_table) + sum(m["oracle_calls"] for m in history)
+    assert trace["best_value"].is_monotonic_increasing
+
+
+@pytest.mark.slow
+def test_changed_settings_start_a_run_over_but_more_rounds_extend_it(copy_model, tmp_path):
+    f, seed_table, round_zero, cfg = _setup(copy_model, tmp_path)
+    one = {**cfg, "rounds": 1}
+    run_llome(one, function=f, seed_table=seed_table, round_zero_dir=round_zero, run_dir=tmp_path / "run", seed=0,
+              progress=False)
+    first = read_table(round_dir(tmp_path / "run", 1) / "labelled.parquet")
+    calls = f.calls
+    run_llome(cfg, function=f, seed_table=seed_table, round_zero_dir=round_zero, run_dir=tmp_path / "run", seed=0,
+              progress=False)
+    pd.testing.assert_frame_equal(first, read_table(round_dir(tmp_path / "run", 1) / "labelled.parquet"))
+    assert f.calls > calls  # round 2 only
+    assert read_json(round_dir(tmp_path / "run", 2) / "metrics.json")["round"] == 2
+
+    changed = {**cfg, "selection": {**cfg["selection"], "num_to_label": 5}}
+    history = run_llome(changed, function=f, seed_table=seed_table, round_zero_dir=round_zero,
+                        run_dir=tmp_path / "run", seed=0, progress=False)
+    assert all(m["oracle_calls"] <= 5 for m in history)
