@@ -172,7 +172,8 @@ def write_stage_configs(params_path="params.yaml", out_dir="data/params", profil
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, stage in stages.items():
-        write_json(out / f"{name}.json", stage)
+        # Sorted keys: reordering params.yaml must not look like a change to DVC.
+        write_json(out / f"{name}.json", stage, sort_keys=True)
     write_json(out / "effective.json", cfg)
     return stages
 

@@ -42,9 +42,9 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_json(path, obj) -> None:
+def write_json(path, obj, sort_keys: bool = False) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=True, sort_keys=sort_keys) + "\n")
 
 
 def read_json(path):
