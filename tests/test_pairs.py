@@ -1,0 +1,384 @@
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llome import pairs
+from llome.pairs import (
+    PAIR_COLUMNS,
+    TRIPLE_COLUMNS,
+    likelihood_filter,
+    make_dpo_triples,
+    make_pairs,
+    nearest_neighbours,
+    sample_for_labelling,
+)
+
+
+def brute_force_neighbours(array, max_mismatch, num_neighbors):
+    """The neighbour rule written as plainly as possible: sort everyone by (distance, index)."""
+    edges = []
+    for i, row in enumerate(array):
+        distance = {j: int((row != other).sum()) for j, other in enumerate(array) if j != i}
+        close = sorted((d, j) for j, d in distance.items() if d <= max_mismatch)
+        edges += [(i, j, d) for d, j in close[:num_neighbors]]
+    return [np.array([edge[k] for edge in edges], dtype=np.int64) for k in range(3)]
+
+
+def brute_force_pairs(sequences, scores, max_distance, num_neighbors):
+    """make_pairs without the infeasible cap, from the spec, one pair at a time."""
+    pool = sorted(set(zip(map(tuple, sequences), scores)))
+    array = np.array([sequence for sequence, _ in pool])
+    values = [score for _, score in pool]
+    length = array.shape[1]
+    rows, cols, _ = brute_force_neighbours(array, int(np.floor(max_distance * length + 1e-9)), num_neighbors)
+    found = set()
+    for i, j in zip(rows, cols):
+        if values[i] == values[j]:
+            continue
+        worse, better = (i, j) if values[i] < values[j] else (j, i)
+        f_worse, f_better = (0.0 if np.isinf(values[k]) else values[k] for k in (worse, better))
+        found.add((pool[worse][0], pool[better][0], values[worse], values[better],
+                   max(f_better - f_worse, 0.0), (array[worse] != array[better]).mean()))
+    return found
+
+
+def as_rows(frame):
+    return {tuple(row) for row in frame[PAIR_COLUMNS].itertuples(index=False)}
+
+
+def star_pool(length=8):
+    """A centre of zeros and the `length` sequences one mutation away from it."""
+    centre = (0,) * length
+    leaves = [tuple(1 if k == i else 0 for k in range(length)) for i in range(length)]
+    return [centre] + leaves
+
+
+# --- make_pairs on hand-made pools -----------------------------------------------------------
+
+
+def test_orientation_reward_and_inclusive_threshold():
+    sequences = [(0, 0, 0, 1), (0, 0, 0, 0), (1, 1, 1, 1)]
+    scores = [0.75, 0.5, 1.0]
+    result = make_pairs(sequences, scores)
+    assert list(result.columns) == PAIR_COLUMNS
+    # (1,1,1,1) is 0.75 and 1.0 away from the others; one mismatch in 4 is exactly 0.25 and counts.
+    assert as_rows(result) == {((0, 0, 0, 0), (0, 0, 0, 1), 0.5, 0.75, 0.25, 0.25)}
+
+
+def test_threshold_excludes_two_mismatches_at_quarter_but_not_at_half():
+    sequences = [(0, 0, 0, 0), (0, 0, 1, 1)]
+    assert make_pairs(sequences, [0.1, 0.2]).empty
+    wider = make_pairs(sequences, [0.1, 0.2], max_distance=0.5)
+    assert wider["distance"].tolist() == [0.5]
+
+
+def test_equal_scores_are_dropped_unless_allowed():
+    sequences = [(2, 0, 0, 0), (1, 0, 0, 0)]
+    assert make_pairs(sequences, [0.5, 0.5]).empty
+    kept = make_pairs(sequences, [0.5, 0.5], allow_equal_scores=True)
+    # Tie: the lexicographically smaller sequence is the input, whatever the input order.
+    assert as_rows(kept) == {((1, 0, 0, 0), (2, 0, 0, 0), 0.5, 0.5, 0.0, 0.25)}
+
+
+def test_infeasible_counts_as_zero_in_reward_and_as_worst_in_orientation():
+    sequences = [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 1)]
+    result = make_pairs(sequences, [0.5, -np.inf, 0.25], max_distance=0.5, infeasible_fraction=1.0)
+    rows = as_rows(result)
+    assert ((0, 0, 0, 1), (0, 0, 0, 0), -np.inf, 0.5, 0.5, 0.25) in rows
+    assert ((0, 0, 0, 1), (0, 0, 1, 1), -np.inf, 0.25, 0.25, 0.25) in rows
+    assert ((0, 0, 1, 1), (0, 0, 0, 0), 0.25, 0.5, 0.25, 0.5) in rows
+    assert len(rows) == 3
+
+
+def test_two_infeasible_sequences_tie_and_give_zero_reward():
+    sequences = [(0, 1), (0, 0)]
+    assert make_pairs(sequences, [-np.inf, -np.inf], max_distance=0.5, infeasible_fraction=1.0).empty
+    tied = make_pairs(sequences, [-np.inf, -np.inf], max_distance=0.5, infeasible_fraction=1.0,
+                      allow_equal_scores=True)
+    assert tied["x"].tolist() == [(0, 0)] and tied["reward"].tolist() == [0.0]
+
+
+def test_duplicates_are_dropped_and_conflicting_duplicates_rejected():
+    sequences = [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 0, 0)]
+    result = make_pairs(sequences, [0.5, 0.75, 0.5])
+    assert len(result) == 1
+    with pytest.raises(ValueError, match=r"scores disagree .*\(0, 0, 0, 0\)"):
+        make_pairs(sequences, [0.5, 0.75, 0.25])
+    with pytest.raises(ValueError, match="scores disagree"):
+        make_pairs([(0, 0), (0, 0)], [-np.inf, 0.0])
+
+
+def test_neighbour_cap_keeps_each_sequences_nearest():
+    pool = star_pool()
+    scores = np.arange(len(pool)) / 10  # all distinct
+    # Leaves are 1 mismatch from the centre and 2 from each other (2/8 = 0.25, inside the radius).
+    everyone = make_pairs(pool, scores, num_neighbors=None)
+    assert len(everyone) == 8 + 28
+    nearest = make_pairs(pool, scores, num_neighbors=1)
+    # Each leaf's single nearest is the centre; the union of lists gives exactly the 8 spokes.
+    assert len(nearest) == 8
+    assert all((0,) * 8 in (x, y) for x, y in zip(nearest["x"], nearest["y"]))
+    assert (nearest["distance"] == 1 / 8).all()
+    assert len(make_pairs(pool, scores, num_neighbors=0)) == 0
+
+
+def test_ties_in_distance_are_broken_by_lexicographic_order():
+    pool = star_pool()
+    scores = np.arange(len(pool)) / 10
+    two = make_pairs(pool, scores, num_neighbors=2)
+    leaf_pairs = {frozenset((x, y)) for x, y in zip(two["x"], two["y"]) if (0,) * 8 not in (x, y)}
+    # Every leaf's second choice is the lexicographically smallest other leaf (the last spoke,
+    # (0,...,0,1)), except that leaf's own, which is the next smallest (0,...,0,1,0).
+    smallest, second = (0,) * 7 + (1,), (0,) * 6 + (1, 0)
+    expected = {frozenset((leaf, smallest)) for leaf in pool[1:] if leaf != smallest}
+    expected.add(frozenset((smallest, second)))
+    assert leaf_pairs == expected
+
+
+def test_each_unordered_pair_appears_once():
+    pool = star_pool()
+    result = make_pairs(pool, np.arange(len(pool)) / 10, num_neighbors=None)
+    unordered = [frozenset(pair) for pair in zip(result["x"], result["y"])]
+    assert len(unordered) == len(set(unordered))
+
+
+@pytest.mark.parametrize("num_neighbors", [None, 1, 3, 30])
+def test_matches_brute_force_on_random_pools(num_neighbors):
+    rng = np.random.default_rng(num_neighbors or 0)
+    for _ in range(5):
+        sequences = rng.integers(0, 3, (60, 6))
+        scores = np.where(rng.random(60) < 0.3, -np.inf, rng.integers(0, 4, 60) / 4)
+        # Give duplicates the same score, as an oracle would.
+        first_score = {}
+        scores = np.array([first_score.setdefault(tuple(s), v) for s, v in zip(sequences, scores)])
+        result = make_pairs(sequences, scores, max_distance=0.34, num_neighbors=num_neighbors,
+                            infeasible_fraction=1.0)
+        assert as_rows(result) == brute_force_pairs(sequences, scores, 0.34, num_neighbors)
+
+
+def test_infeasible_pairs_are_capped_with_a_seeded_subsample():
+    rng = np.random.default_rng(3)
+    sequences = rng.integers(0, 2, (80, 8))
+    first_score = {}
+    scores = np.array([first_score.setdefault(tuple(s), v) for s, v in
+                       zip(sequences, np.where(rng.random(80) < 0.4, -np.inf, rng.random(80)))])
+    uncapped = make_pairs(sequences, scores, infeasible_fraction=1.0)
+    infeasible = np.isinf(uncapped["x_score"])
+    feasible_count = int((~infeasible).sum())
+    assert infeasible.sum() > feasible_count / 9  # so the cap binds
+
+    capped = make_pairs(sequences, scores, infeasible_fraction=0.1, seed=1)
+    capped_infeasible = np.isinf(capped["x_score"])
+    # Largest m with m / (F + m) <= 0.1 is floor(F / 9).
+    assert capped_infeasible.sum() == feasible_count // 9
+    assert as_rows(capped[~capped_infeasible]) == as_rows(uncapped[~infeasible])
+    assert as_rows(capped) <= as_rows(uncapped)
+
+    assert capped.equals(make_pairs(sequences, scores, infeasible_fraction=0.1, seed=1))
+    other_seeds = [as_rows(make_pairs(sequences, scores, infeasible_fraction=0.1, seed=s)) for s in range(2, 6)]
+    assert any(rows != as_rows(capped) for rows in other_seeds)
+    assert not np.isinf(make_pairs(sequences, scores, infeasible_fraction=0.0)["x_score"]).any()
+
+
+def test_cap_arithmetic_at_the_boundary():
+    assert pairs._largest_allowed_infeasible(9, 5, 0.1) == 1  # 1/10 is allowed, 2/11 is not
+    assert pairs._largest_allowed_infeasible(8, 5, 0.1) == 0
+    assert pairs._largest_allowed_infeasible(3, 5, 0.5) == 3
+    assert pairs._largest_allowed_infeasible(0, 5, 1.0) == 5
+
+
+def test_result_does_not_depend_on_input_order():
+    rng = np.random.default_rng(4)
+    sequences = np.unique(rng.integers(0, 3, (50, 6)), axis=0)
+    scores = np.where(rng.random(len(sequences)) < 0.3, -np.inf, rng.random(len(sequences)))
+    order = rng.permutation(len(sequences))
+    first = make_pairs(sequences, scores, max_distance=0.34, seed=7)
+    shuffled = make_pairs([tuple(s) for s in sequences[order]], scores[order], max_distance=0.34, seed=7)
+    assert first.equals(shuffled)
+
+
+def test_max_distance_boundary_survives_float_rounding():
+    # 0.29 * 100 is 28.999999999999996 in floating point; 29 mismatches must still count.
+    assert pairs.max_mismatches(0.29, 100) == 29
+    assert pairs.max_mismatches(0.25, 32) == 8
+    assert pairs.max_mismatches(0.25, 10) == 2
+
+
+def test_small_and_empty_pools_give_empty_frames_with_the_columns():
+    for sequences, scores in [([], []), ([(0, 1)], [0.5])]:
+        result = make_pairs(sequences, scores)
+        assert result.empty and list(result.columns) == PAIR_COLUMNS
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sequences=[(0, 1), (0, 1, 2)], scores=[0, 1]), "same length"),
+        (dict(sequences=[(0, -1), (0, 1)], scores=[0, 1]), "non-negative"),
+        (dict(sequences=[(0.5, 1.0), (0, 1)], scores=[0, 1]), "integers"),
+        (dict(sequences="0101", scores=[0]), "string"),
+        (dict(sequences=[(0, 1), (1, 1)], scores=[0.0]), "scores must have shape"),
+        (dict(sequences=[(0, 1), (1, 1)], scores=[0.0, np.nan]), "NaN"),
+        (dict(sequences=[(0, 1), (1, 1)], scores=[0.0, np.inf]), r"\+inf"),
+        (dict(sequences=[(0, 1), (1, 1)], scores=[0, 1], max_distance=1.5), "max_distance"),
+        (dict(sequences=[(0, 1), (1, 1)], scores=[0, 1], num_neighbors=-1), "num_neighbors"),
+        (dict(sequences=[(0, 1), (1, 1)], scores=[0, 1], num_neighbors=2.0), "num_neighbors"),
+        (dict(sequences=[(0, 1), (1, 1)], scores=[0, 1], infeasible_fraction=-0.1), "infeasible_fraction"),
+        (dict(sequences=[(0, 1), (1, 1)], scores=[0, 1], seed=-1), "seed"),
+    ],
+)
+def test_bad_input_is_rejected_with_the_argument_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_pairs(**kwargs)
+
+
+# --- the neighbour search itself -------------------------------------------------------------
+
+
+def random_pool(rng, size, length, vocabulary):
+    return np.unique(rng.integers(0, vocabulary, (size, length)), axis=0)
+
+
+@pytest.mark.parametrize("search", ["auto", "blocks", "dense", "sparse"])
+def test_every_search_path_agrees_with_brute_force(search, monkeypatch):
+    rng = np.random.default_rng(["auto", "blocks", "dense", "sparse"].index(search))
+    if search == "dense":
+        monkeypatch.setattr(pairs, "SPARSE_FEATURE_COST", 10**9)
+    if search == "sparse":
+        monkeypatch.setattr(pairs, "SPARSE_FEATURE_COST", 0)
+    for trial in range(60):
+        length, vocabulary = int(rng.integers(1, 12)), int(rng.integers(1, 5))
+        array = random_pool(rng, int(rng.integers(1, 50)), length, vocabulary)
+        max_mismatch = int(rng.integers(0, length + 2))
+        num_neighbors = [None, 1, 3, 100][trial % 4]
+        if search == "auto":
+            found = nearest_neighbours(array, max_mismatch, num_neighbors)
+        elif search == "blocks":
+            found = pairs._neighbours_by_blocks(array, max_mismatch, num_neighbors, max_candidates=10**9)
+            if found is None:  # pigeonhole needs max_mismatch + 1 <= length blocks
+                assert max_mismatch + 1 > length
+                continue
+        else:
+            if max_mismatch < 1 or len(array) < 2:
+                continue
+            found = pairs._neighbours_by_matrix_product(array, max_mismatch, num_neighbors)
+        expected = brute_force_neighbours(array, max_mismatch, num_neighbors)
+        for got, want in zip(found, expected):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_dense_pools_take_the_matrix_product_and_diverse_pools_the_blocks():
+    rng = np.random.default_rng(5)
+    diverse = random_pool(rng, 2000, 32, 32)
+    assert pairs._neighbours_by_blocks(diverse, 8, 30) is not None
+    start = rng.integers(0, 32, 32)
+    dense = np.tile(start, (2000, 1))
+    hit = rng.random(dense.shape) < 0.05
+    dense[hit] = rng.integers(0, 32, hit.sum())
+    dense = np.unique(dense, axis=0)
+    assert pairs._neighbours_by_blocks(dense, 8, 30) is None
+    rows, cols, mismatches = nearest_neighbours(dense, 8, 30)
+    assert np.bincount(rows).max() == 30 and (mismatches <= 8).all()
+
+
+# --- DPO triples -----------------------------------------------------------------------------
+
+
+def test_dpo_triple_on_a_hand_made_pool():
+    sequences = [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 0)]
+    triples = make_dpo_triples(sequences, [0.5, 1.0, 0.25])
+    # Only (0,0,0,0) has both a better and a worse neighbour; the other two are 0.5 apart.
+    assert list(triples.columns) == TRIPLE_COLUMNS
+    assert triples.to_dict("records") == [
+        {"x": (0, 0, 0, 0), "y_w": (0, 0, 0, 1), "y_l": (0, 0, 1, 0),
+         "x_score": 0.5, "y_w_score": 1.0, "y_l_score": 0.25}
+    ]
+
+
+def test_dpo_triples_satisfy_their_invariants():
+    rng = np.random.default_rng(6)
+    sequences = np.unique(rng.integers(0, 3, (150, 6)), axis=0)
+    scores = np.where(rng.random(len(sequences)) < 0.3, -np.inf, rng.integers(0, 5, len(sequences)) / 4)
+    triples = make_dpo_triples(sequences, scores, max_distance=0.34, num_neighbors=5, seed=2)
+    assert len(triples) > 20
+
+    index = {tuple(s): i for i, s in enumerate(sequences)}
+    rows, cols, _ = brute_force_neighbours(sequences, 2, 5)
+    neighbourhood = {i: set(cols[rows == i]) for i in range(len(sequences))}
+    for triple in triples.itertuples(index=False):
+        x, winner, loser = index[triple.x], index[triple.y_w], index[triple.y_l]
+        assert triple.y_w_score > triple.x_score >= triple.y_l_score
+        assert (triple.x_score, triple.y_w_score, triple.y_l_score) == (scores[x], scores[winner], scores[loser])
+        assert winner != loser and {winner, loser} <= neighbourhood[x]
+    assert triples["x"].is_unique
+    # Every x with both a better and a not-better neighbour gets its triple.
+    eligible = sum(
+        any(scores[j] > scores[i] for j in neighbourhood[i]) and any(scores[j] <= scores[i] for j in neighbourhood[i])
+        for i in range(len(sequences))
+    )
+    assert len(triples) == eligible
+
+
+def test_dpo_triples_are_seeded_and_capped():
+    rng = np.random.default_rng(7)
+    sequences = np.unique(rng.integers(0, 3, (150, 6)), axis=0)
+    scores = rng.random(len(sequences))
+    first = make_dpo_triples(sequences, scores, max_distance=0.34, seed=1)
+    assert first.equals(make_dpo_triples(sequences, scores, max_distance=0.34, seed=1))
+    assert not first.equals(make_dpo_triples(sequences, scores, max_distance=0.34, seed=2))
+    capped = make_dpo_triples(sequences, scores, max_distance=0.34, max_triples=10, seed=1)
+    assert len(capped) == 10
+    assert set(capped["x"]) <= set(first["x"])
+    with pytest.raises(ValueError, match="max_triples"):
+        make_dpo_triples(sequences, scores, max_triples=-1)
+    assert make_dpo_triples([(0, 1)], [0.5]).empty
+
+
+# --- selecting candidates to label -----------------------------------------------------------
+
+
+def test_likelihood_filter_keeps_the_top_of_the_distribution():
+    candidates = pd.DataFrame({"loglik": np.arange(1.0, 11.0)}, index=list("abcdefghij"))
+    kept = likelihood_filter(candidates)
+    # numpy's 60th percentile of 1..10 is 6.4.
+    assert kept.index.tolist() == list("ghij")
+    assert len(likelihood_filter(candidates, quantile=0.0)) == 10
+    assert likelihood_filter(candidates, quantile=1.0)["loglik"].tolist() == [10.0]
+    ties = pd.DataFrame({"score": [1.0, 1.0, 1.0, 2.0]})
+    assert len(likelihood_filter(ties, quantile=0.5, column="score")) == 4
+
+
+@pytest.mark.parametrize(
+    "frame, kwargs, message",
+    [
+        (pd.DataFrame({"loglik": [1.0, np.nan]}), {}, "finite"),
+        (pd.DataFrame({"other": [1.0]}), {}, "'loglik' is not in candidates"),
+        (pd.DataFrame({"loglik": [1.0]}), {"quantile": 60}, "quantile"),
+        ([1.0, 2.0], {}, "DataFrame"),
+    ],
+)
+def test_likelihood_filter_rejects_bad_input(frame, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        likelihood_filter(frame, **kwargs)
+
+
+def test_sample_for_labelling_is_uniform_seeded_and_bounded():
+    candidates = pd.DataFrame({"value": np.arange(100)}, index=np.arange(100) * 3)
+    sample = sample_for_labelling(candidates, 10, seed=0)
+    assert len(sample) == 10 and sample.index.is_unique and sample.index.is_monotonic_increasing
+    assert set(sample.index) <= set(candidates.index)
+    assert sample.equals(sample_for_labelling(candidates, 10, seed=0))
+    assert not sample.equals(sample_for_labelling(candidates, 10, seed=1))
+    assert sample_for_labelling(candidates, 500, seed=0).equals(candidates)
+    assert sample_for_labelling(candidates, 0, seed=0).empty
+    # Uniform: over many seeds every row is drawn about n / len = 10% of the time.
+    counts = np.zeros(100)
+    for seed in range(400):
+        counts[sample_for_labelling(candidates, 10, seed=seed)["value"].to_numpy()] += 1
+    assert counts.min() > 15 and counts.max() < 70  # mean 40, sd about 6
+    with pytest.raises(ValueError, match="n must"):
+        sample_for_labelling(candidates, -1, seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        sample_for_labelling(candidates, 1, seed=None)
