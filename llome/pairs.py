@@ -195,7 +195,9 @@ def _candidate_pairs(array: np.ndarray, max_mismatch: int, max_candidates: int):
         if total > max_candidates:
             return None
         groups.append(group)
-    keys = np.unique(np.concatenate([_pairs_within_groups(group, count) for group in groups]))
+    keys = np.concatenate([_pairs_within_groups(group, count) for group in groups])
+    keys.sort()  # then drop repeats; np.unique's hashing is several times slower here
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
     return keys // count, keys % count
 
 
@@ -217,6 +219,7 @@ def _pairs_within_groups(group: np.ndarray, count: int) -> np.ndarray:
 
 
 def _count_mismatches(array: np.ndarray, first: np.ndarray, second: np.ndarray, chunk: int = 1_000_000) -> np.ndarray:
+    array = array.astype(np.min_scalar_type(array.max()), copy=False)  # less memory to gather
     out = np.empty(len(first), dtype=np.int64)
     for start in range(0, len(first), chunk):
         stop = start + chunk

@@ -331,6 +331,7 @@ def test_dpo_triples_are_seeded_and_capped():
     capped = make_dpo_triples(sequences, scores, max_distance=0.34, max_triples=10, seed=1)
     assert len(capped) == 10
     assert set(capped["x"]) <= set(first["x"])
+    assert capped["x"].tolist() != first["x"].tolist()[:10]  # a sample, not the first ten
     with pytest.raises(ValueError, match="max_triples"):
         make_dpo_triples(sequences, scores, max_triples=-1)
     assert make_dpo_triples([(0, 1)], [0.5]).empty
