@@ -11,6 +11,7 @@ code; scores are float64 with -inf for infeasible sequences.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Iterable
@@ -18,6 +19,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 import torch
+
+log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ["x", "y", "x_score", "y_score", "reward", "distance"]
 TRIPLE_COLUMNS = ["x", "y_w", "y_l", "x_score", "y_w_score", "y_l_score"]
@@ -44,7 +47,11 @@ def as_sequence_array(sequences, name: str = "sequences") -> np.ndarray:
     else:
         if not isinstance(sequences, Iterable):
             raise ValueError(f"{name} must be an iterable of integer sequences, got {type(sequences).__name__}")
-        rows = [tuple(row) if not isinstance(row, np.ndarray) else row for row in sequences]
+        rows = list(sequences)
+        for position, row in enumerate(rows):
+            if isinstance(row, (str, bytes)) or not isinstance(row, (Iterable, np.ndarray)):
+                raise ValueError(f"{name} must hold integer sequences, got {row!r} at position {position}")
+        rows = [row if isinstance(row, np.ndarray) else tuple(row) for row in rows]
         if not rows:
             return np.zeros((0, 0), dtype=np.int64)
         lengths = {len(row) for row in rows}
@@ -325,9 +332,8 @@ def _neighbours_by_matrix_product(array: np.ndarray, max_mismatch: int, num_neig
 
 
 def _empty_frame(columns) -> pd.DataFrame:
-    frame = pd.DataFrame({column: pd.Series(dtype=object if column in ("x", "y", "y_w", "y_l") else np.float64)
-                          for column in columns})
-    return frame
+    sequence_columns = ("x", "y", "y_w", "y_l")
+    return pd.DataFrame({c: pd.Series(dtype=object if c in sequence_columns else np.float64) for c in columns})
 
 
 def _largest_allowed_infeasible(feasible: int, infeasible: int, fraction: float) -> int:
@@ -355,7 +361,8 @@ def make_pairs(
     appears once. Equal-score pairs are dropped unless allow_equal_scores (then x is the
     lexicographically smaller sequence). reward = max(f(y) - f(x), 0) with -inf counted as 0.
     Pairs containing an infeasible sequence are subsampled (seeded) to at most
-    infeasible_fraction of the returned rows. Rows are in lexicographic order of the pair.
+    infeasible_fraction of the returned rows. Rows are ordered by the pair's (lexicographically
+    smaller, larger) sequence, so the result does not depend on the input order.
     """
     max_distance = _check_fraction(max_distance, "max_distance")
     num_neighbors = _check_count(num_neighbors, "num_neighbors", allow_none=True, minimum=0)
@@ -371,6 +378,7 @@ def make_pairs(
     low, high = np.minimum(rows, cols), np.maximum(rows, cols)
     keys, first = np.unique(low * len(pool) + high, return_index=True)
     low, high, mismatches = keys // len(pool), keys % len(pool), mismatches[first]
+    neighbour_pairs = len(low)
     if not allow_equal_scores:
         differ = values[low] != values[high]
         low, high, mismatches = low[differ], high[differ], mismatches[differ]
@@ -389,6 +397,12 @@ def make_pairs(
         keep[kept] = True
         worse, better, mismatches = worse[keep], better[keep], mismatches[keep]
 
+    log.info(
+        "make_pairs: %d unique sequences, %d neighbour pairs, %d dropped for equal scores, "
+        "%d of %d pairs with an infeasible sequence kept, %d pairs returned",
+        len(pool), neighbour_pairs, neighbour_pairs - len(infeasible), allowed,
+        int(infeasible.sum()), len(worse),
+    )
     if len(worse) == 0:
         return _empty_frame(PAIR_COLUMNS)
     feasible_value = np.where(np.isneginf(values), 0.0, values)

@@ -1,5 +1,3 @@
-import itertools
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -219,6 +217,7 @@ def test_small_and_empty_pools_give_empty_frames_with_the_columns():
         (dict(sequences=[(0, -1), (0, 1)], scores=[0, 1]), "non-negative"),
         (dict(sequences=[(0.5, 1.0), (0, 1)], scores=[0, 1]), "integers"),
         (dict(sequences="0101", scores=[0]), "string"),
+        (dict(sequences=[(0, 1), None], scores=[0, 1]), "None at position 1"),
         (dict(sequences=[(0, 1), (1, 1)], scores=[0.0]), "scores must have shape"),
         (dict(sequences=[(0, 1), (1, 1)], scores=[0.0, np.nan]), "NaN"),
         (dict(sequences=[(0, 1), (1, 1)], scores=[0.0, np.inf]), r"\+inf"),
