@@ -39,7 +39,7 @@ def importance_weights(policy_logps: torch.Tensor, ref_logps: torch.Tensor, self
 
 
 def effective_sample_size(weights: torch.Tensor) -> torch.Tensor:
-    """(sum w)^2 / sum w^2: equals 1 / sum w_i^2 for normalised weights; from 1 (one pair dominates) to the batch size."""
+    """(sum w)^2 / sum w^2, 1 / sum w_i^2 when normalised: from 1 (one pair dominates) to the batch size."""
     weights = weights.detach()
     return weights.sum() ** 2 / (weights**2).sum()
 

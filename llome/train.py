@@ -40,7 +40,8 @@ class TrainConfig:
     """Settings shared by the three trainers; `extra` holds trainer-specific ones (see the module docstring).
 
     bf16 and activation (gradient) checkpointing default off: TRL turns both on, and on a CPU they make training
-    ~7x slower.
+    7-10x slower (bench/bench_train.py). Under `accelerate launch --mixed_precision bf16`, transformers takes the
+    precision from the launcher even with bf16=False here.
     """
 
     learning_rate: float = 1e-4
@@ -71,6 +72,11 @@ class TrainConfig:
             return settings
         if not isinstance(settings, Mapping):
             raise ValueError(f"training config must be a TrainConfig or a dict, got {type(settings).__name__}")
+        settings = dict(settings)
+        if "gradient_checkpointing" in settings:  # the old name, still TRL's documented one
+            if "activation_checkpointing" in settings:
+                raise ValueError("set activation_checkpointing or gradient_checkpointing, not both")
+            settings["activation_checkpointing"] = settings.pop("gradient_checkpointing")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {key: value for key, value in settings.items() if key in names}
         extra = {**settings.get("extra", {}), **{k: v for k, v in settings.items() if k not in names | {"extra"}}}
@@ -236,7 +242,7 @@ def marge_trainer(model, ref_model, tokenizer, pairs, cfg, output_dir, callbacks
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The highest-step complete checkpoint in `output_dir`, or None; a half-written one (no trainer state) is skipped."""
+    """The latest complete checkpoint in `output_dir`, or None; half-written ones (no trainer state) are skipped."""
     directory = Path(output_dir)
     if not directory.is_dir():
         return None

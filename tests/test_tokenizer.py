@@ -42,7 +42,8 @@ def test_pad_and_eos_are_distinct_special_tokens(tokenizer):
 def test_encode_decode_is_lossless_on_the_format(case):
     num_states, sequence = case
     tokenizer = build_tokenizer(num_states)
-    for text in (format_prompt(sequence), format_completion(sequence), format_prompt(sequence) + format_completion(sequence)):
+    prompt, completion = format_prompt(sequence), format_completion(sequence)
+    for text in (prompt, completion, prompt + completion):
         ids = tokenizer(text)["input_ids"]
         assert tokenizer.unk_token_id not in ids
         assert tokenizer.decode(ids) == text
@@ -61,7 +62,8 @@ def test_save_and_load_round_trip(tokenizer, tmp_path):
     text = format_prompt([5, 31, 0]) + format_completion([1, 2, 3]) + tokenizer.eos_token
     assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
     assert loaded.decode(loaded(text)["input_ids"]) == text
-    assert (loaded.pad_token, loaded.eos_token, len(loaded)) == (tokenizer.pad_token, tokenizer.eos_token, len(tokenizer))
+    assert (loaded.pad_token, loaded.eos_token) == (tokenizer.pad_token, tokenizer.eos_token)
+    assert len(loaded) == len(tokenizer)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "32"])

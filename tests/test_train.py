@@ -100,8 +100,9 @@ def test_sft_lowers_its_loss_and_returns_an_independent_model(tokenizer, pairs, 
 
 def _dpo_loss(model, ref, tokenizer, triples, beta):
     prompts = [format_prompt(x) for x in triples.x]
-    chosen = [_batched_logps(m, tokenizer, prompts, [format_completion(y) for y in triples.y_w])[0] for m in (model, ref)]
-    rejected = [_batched_logps(m, tokenizer, prompts, [format_completion(y) for y in triples.y_l])[0] for m in (model, ref)]
+    chosen, rejected = ([format_completion(y) for y in column] for column in (triples.y_w, triples.y_l))
+    chosen = [_batched_logps(m, tokenizer, prompts, chosen)[0] for m in (model, ref)]
+    rejected = [_batched_logps(m, tokenizer, prompts, rejected)[0] for m in (model, ref)]
     margin = (chosen[0] - chosen[1]) - (rejected[0] - rejected[1])
     return -F.logsigmoid(beta * margin).mean().item()
 
@@ -198,6 +199,8 @@ def test_training_args_defaults_suit_a_cpu(tmp_path):
     assert args.learning_rate == 1e-3 and args.lr_scheduler_type == "constant"
     assert args.use_cpu == (not torch.cuda.is_available())
     assert args.save_strategy == "steps" and args.save_steps == TrainConfig().save_steps
+    # the old name still works, and is not silently overridden by the default of the new one
+    assert training_args(SFTConfig, {"gradient_checkpointing": True}, tmp_path).activation_checkpointing
 
 
 def test_method_settings_reach_their_own_config_only(tmp_path):
