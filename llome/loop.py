@@ -277,6 +277,10 @@ def run_trace(seed_table: pd.DataFrame, seed_oracle_calls: int, run_dir: Path, r
     round 1 is the GA's full spend, repeats included.
     """
     seed_part = seed_table[["oracle_calls", "score"]].assign(round=0)
+    if len(seed_table) == 0 or seed_part["oracle_calls"].max() < seed_oracle_calls:
+        # The GA's last paid calls may all be repeats: record that they were spent, improving nothing.
+        spent = pd.DataFrame({"oracle_calls": [int(seed_oracle_calls)], "score": [-np.inf], "round": [0]})
+        seed_part = pd.concat([seed_part, spent], ignore_index=True)
     parts, offset = [seed_part], int(seed_oracle_calls)
     for index in range(1, rounds + 1):
         labelled = read_table(round_dir(run_dir, index) / "labelled.parquet")

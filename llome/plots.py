@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -63,14 +64,14 @@ def plot_regret(bands: pd.DataFrame, function_name: str, seed_data_calls: int | 
         ax.fill_between(rows["oracle_calls"], rows["low"], rows["high"], step="post", alpha=0.18, color=_color(method))
     if seed_data_calls:
         ax.axvline(seed_data_calls, color="grey", ls=":", lw=1)
-        ax.annotate("end of GA seed data", (seed_data_calls, 1.0), xytext=(4, -12), textcoords="offset points",
+        ax.annotate("end of GA seed data", (seed_data_calls, 0.0), xytext=(4, 4), textcoords="offset points",
                     fontsize=8, color="grey")
     ax.set_xlabel("cumulative oracle calls")
     ax.set_ylabel("regret  (1 − best f so far)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Regret vs oracle calls on {function_name}\nmedian over seeds, band = min–max")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
+    ax.legend(loc="lower left")
     return _save(fig, path)
 
 
@@ -90,6 +91,7 @@ def plot_round_panels(medians: pd.DataFrame, panels: list[tuple[str, str]], titl
             ax.plot(rows["round"], rows[column], marker="o", label=_label(method), color=_color(method))
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if ylim01 and not column.endswith(("temperature", "distance")):
             ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from llome.ehrlich import Ehrlich
 from llome.ga import GAConfig, run_ga
@@ -38,9 +38,11 @@ def build_test_functions(cfg: dict, out_dir: Path) -> pd.DataFrame:
             "name": name, "num_states": function.num_states, "dim": function.dim,
             "num_motifs": function.num_motifs, "motif_length": function.motif_length,
             "quantization": function.quantization,
-            "feasible_count": str(d["feasible_count"]), "log10_feasible_fraction": d["log10_feasible_fraction"],
-            "optimal_count": None if d.get("optimal_count") is None else str(d["optimal_count"]),
-            "log10_optimal_fraction": d.get("log10_optimal_fraction"),
+            # Counts overflow 64-bit integers: kept exact as decimal strings.
+            "num_feasible": str(d["num_feasible"]), "log10_feasible_fraction": d["log10_feasible_fraction"],
+            "num_optimal": None if d["num_optimal"] is None else str(d["num_optimal"]),
+            "log10_optimal_fraction": d["log10_optimal_fraction"],
+            "optimal_unavailable_reason": d["optimal_unavailable_reason"],
         })
     table = pd.DataFrame(rows)
     write_csv(out_dir / "difficulty.csv", table)
@@ -151,19 +153,22 @@ def ga_baseline(cfg: dict, out_dir: Path, progress: bool = True):
     sweep = cfg["sweep"]
     grid = [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())]
     rows = []
-    for settings in tqdm(grid, desc="GA sweep", disable=not progress):
+    for setting, settings in enumerate(tqdm(grid, desc="GA sweep", disable=not progress)):
         ga = GAConfig(recombine_prob=cfg["recombine_prob"], num_steps=None, max_oracle_calls=budget,
                       stop_at_value=function.optimal_value, **settings)
         for seed in cfg["sweep_seeds"]:
             result = run_ga(function, start, function.num_states, ga, seed=seed, progress=False)
-            curve = result.best_curve(optimal_value=function.optimal_value)
-            rows.append({**settings, "seed": seed, "best_value": float(result.best_value),
-                         "oracle_calls_to_best": int(curve["oracle_calls"].iloc[np.argmax(curve["best_value"].to_numpy() >= result.best_value)])})
+            best = float(result.best_value)
+            calls_to_best = int(result.oracle_calls[np.argmax(result.scores >= best)])
+            rows.append({"setting": setting, **settings, "seed": seed, "best_value": best,
+                         "oracle_calls_to_best": calls_to_best})
     sweep_table = pd.DataFrame(rows)
-    by_setting = (sweep_table.groupby(list(sweep), as_index=False)
+    by_setting = (sweep_table.groupby("setting", as_index=False)
                   .agg(median_best_value=("best_value", "median"), median_calls_to_best=("oracle_calls_to_best", "median"))
                   .sort_values(["median_best_value", "median_calls_to_best"], ascending=[False, True], kind="stable"))
-    chosen = {k: (v.item() if hasattr(v, "item") else v) for k, v in by_setting.iloc[0][list(sweep)].items()}
+    by_setting = pd.concat([pd.DataFrame(grid).iloc[by_setting["setting"]].reset_index(drop=True),
+                            by_setting.reset_index(drop=True)], axis=1)
+    chosen = grid[int(by_setting["setting"].iloc[0])]
     write_csv(Path(out_dir) / "sweep.csv", sweep_table)
     write_json(Path(out_dir) / "chosen.json", {"settings": chosen, "recombine_prob": cfg["recombine_prob"],
                                                 "max_oracle_calls": budget})
