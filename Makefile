@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test smoke clean-venv
+.PHONY: setup repro test smoke ci clean-venv
 
 setup: $(STAMP)
 
@@ -24,10 +24,20 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt
 	touch $(STAMP)
 
 repro: $(STAMP)
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The whole pipeline at smoke size, in a scratch copy of the project (your data/ is untouched).
+smoke: $(STAMP)
+	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py
+
+# What CI runs: Debian's chromium for the offline-report check (when root and missing), tests, smoke.
+ci:
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || true
+	$(MAKE) test
+	$(MAKE) smoke
 
 clean-venv:
 	rm -rf $(VENV)
