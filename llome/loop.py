@@ -65,13 +65,25 @@ def _as_array(sequences) -> np.ndarray:
     return np.array([list(s) for s in sequences], dtype=np.int64)
 
 
-def _subsample(table: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
+def _subsample(table: pd.DataFrame, max_rows: int | None, seed: int, newest: set | None = None) -> pd.DataFrame:
+    """At most `max_rows` rows, seeded; rows that touch the newest labels are kept first.
+
+    Without that priority the seed data's thousands of pairs would drown the few hundred a round adds.
+    """
     if max_rows is None or len(table) <= max_rows:
         return table.reset_index(drop=True)
-    return table.sample(n=max_rows, random_state=seed).reset_index(drop=True)
+    shuffled = table.sample(frac=1.0, random_state=seed)
+    if newest:
+        sequence_columns = [c for c in ("x", "y", "y_w", "y_l") if c in shuffled.columns]
+        touches = np.zeros(len(shuffled), dtype=bool)
+        for column in sequence_columns:
+            touches |= shuffled[column].isin(newest).to_numpy()
+        shuffled = pd.concat([shuffled[touches], shuffled[~touches]])
+    return shuffled.head(max_rows).reset_index(drop=True)
 
 
-def build_training_set(objective: str, pool: pd.DataFrame, pairs_cfg: dict, seed: int) -> pd.DataFrame:
+def build_training_set(objective: str, pool: pd.DataFrame, pairs_cfg: dict, seed: int,
+                       newest: set | None = None) -> pd.DataFrame:
     """PropEn pairs (SFT, MargE) or DPO triples from every sequence labelled so far."""
     X, scores = _as_array(pool["sequence"]), pool["score"].to_numpy(np.float64)
     common = dict(max_distance=pairs_cfg["max_distance"], num_neighbors=pairs_cfg["num_neighbors"], seed=seed)
@@ -80,7 +92,7 @@ def build_training_set(objective: str, pool: pd.DataFrame, pairs_cfg: dict, seed
     else:
         table = make_pairs(X, scores, infeasible_fraction=pairs_cfg["infeasible_fraction"],
                            allow_equal_scores=False, **common)
-    return _subsample(table, pairs_cfg.get("max_pairs"), seed)
+    return _subsample(table, pairs_cfg.get("max_pairs"), seed, newest)
 
 
 def train(objective: str, table: pd.DataFrame, train_cfg: dict, job_dir: Path, seed: int, *,
@@ -210,7 +222,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
 
     pool_after = pd.concat([pool, labelled[["sequence", "score"]]], ignore_index=True)
     if not (work / "pairs.parquet").exists():
-        write_table(work / "pairs.parquet", build_training_set(cfg["objective"], pool_after, cfg["pairs"], round_seed))
+        write_table(work / "pairs.parquet", build_training_set(cfg["objective"], pool_after, cfg["pairs"], round_seed,
+                                                                newest=set(labelled["sequence"])))
     pairs = read_table(work / "pairs.parquet")
 
     if not (work / "model" / "config.json").exists():
