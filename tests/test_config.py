@@ -120,3 +120,10 @@ def test_every_dvc_stage_reads_a_file_the_params_stage_writes():
         assert config_deps[0] in body["cmd"], name
         notebook = body["cmd"].split()[3]
         assert (ROOT / notebook).exists() and notebook in body["deps"], name
+
+
+def test_package_exports_resolve():
+    import llome
+
+    for name in llome.__all__:
+        assert getattr(llome, name) is not None, name
