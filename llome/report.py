@@ -147,3 +147,48 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 <th>oracle calls to best</th></tr>{rows}</table>{images}</body></html>"""
     with atomic_path(path) as tmp:
         tmp.write_text(page)
+
+
+def results_markdown(summary: dict, figures_dir: str = "docs/figures") -> str:
+    """The README's results section, generated from metrics/summary.json."""
+    lines = [
+        f"Profile `{summary['profile']}`, function `{summary['function']}`, an oracle budget of "
+        f"{summary['oracle_budget']:,} calls per run (LLOME's includes its GA seed data); medians over "
+        f"{max(s['num_seeds'] for s in summary['methods'].values())} seeds.",
+        "",
+        "| method | oracle calls | best f | regret | solved fraction | oracle calls to best |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for method, s in summary["methods"].items():
+        lines.append(f"| {method} | {s['oracle_calls']:,.0f} | {s['best_value']:.3f} | {s['regret']:.3f} | "
+                     f"{s['solved_fraction']:.2f} | {s['oracle_calls_to_best']:,.0f} |")
+    lines.append("")
+    for name, caption in CAPTIONS.items():
+        lines.append(f"![{caption}]({figures_dir}/{name})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def update_readme(readme="README.md", summary_path="metrics/summary.json", figures_dir="figures",
+                  docs_dir="docs/figures") -> None:
+    """Rewrite the block between the RESULTS markers and copy the figures it embeds next to it."""
+    import json
+    import re
+    import shutil
+
+    summary = json.loads(Path(summary_path).read_text())
+    Path(docs_dir).mkdir(parents=True, exist_ok=True)
+    for name in CAPTIONS:
+        shutil.copy(Path(figures_dir) / name, Path(docs_dir) / name)
+    text = Path(readme).read_text()
+    block = f"<!-- RESULTS -->\n{results_markdown(summary, docs_dir)}\n<!-- /RESULTS -->"
+    if "<!-- /RESULTS -->" in text:
+        text = re.sub(r"<!-- RESULTS -->.*<!-- /RESULTS -->", lambda _: block, text, flags=re.S)
+    else:
+        text = text.replace("<!-- RESULTS -->", block)
+    with atomic_path(readme) as tmp:
+        tmp.write_text(text)
+
+
+if __name__ == "__main__":
+    update_readme()

@@ -1,0 +1,56 @@
+"""Wall time of LLOME rounds, and their metrics: two LLOME-MargE rounds on ehr_v-32_l-032_m-4_c-4_q-4.
+
+    flock /tmp/llome-cpu.lock .venv/bin/python bench/bench_round.py --profile smoke
+    flock /tmp/llome-cpu.lock .venv/bin/python bench/bench_round.py --profile default
+
+Runs the GA seed data, round 0 (SFT) and two MargE rounds with the profile's settings (one seed),
+in a temporary directory, and prints the time of each part and each round's metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from llome.config import load_profile, stage_configs
+from llome.stages import llome_method, round_zero, seed_data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="smoke")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    cfg = load_profile(Path(__file__).resolve().parents[1] / "params.yaml", args.profile)
+    cfg["seeds"] = [args.seed]
+    cfg["llome"]["rounds"] = args.rounds
+    stages = stage_configs(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        seed_data(stages["seed_data"], root / "seed", progress=False)
+        t_seed = time.perf_counter() - start
+        start = time.perf_counter()
+        round_zero(stages["sft"], root / "seed", root / "sft")
+        t_sft = time.perf_counter() - start
+        start = time.perf_counter()
+        rounds, trace = llome_method(stages["llome_marge"], root / "seed", root / "sft", root / "marge", progress=False)
+        t_rounds = time.perf_counter() - start
+    columns = ["round", "temperatures", "oracle_calls", "num_pairs", "generation.in_range", "generation.mean_distance",
+               "generation.unique_fraction", "labelled.feasible", "labelled.improved", "labelled.mean_score",
+               "labelled.best_score", "calibration.spearman"]
+    print(f"profile {args.profile}: function {cfg['function']}, seed {args.seed}")
+    print(rounds[[c for c in columns if c in rounds.columns]].to_string(index=False))
+    print(f"GA seed data {t_seed:.1f} s | round 0 (SFT) {t_sft:.1f} s | "
+          f"{args.rounds} MargE rounds {t_rounds:.1f} s ({t_rounds / args.rounds:.1f} s per round)")
+    print(f"best f so far: {trace['best_value'].max():.4f} after {int(trace['oracle_calls'].max())} oracle calls")
+
+
+if __name__ == "__main__":
+    main()
