@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 # Takes an (n, L) int64 array of sequences, returns n scores (higher is better, -inf = infeasible).
 Oracle = Callable[[np.ndarray], np.ndarray]
@@ -165,8 +165,10 @@ def run_ga(
 
     num_particles, length = config.num_particles, start.size
     total_calls = config.total_oracle_calls
-    population = np.tile(start.astype(np.int64), (num_particles, 1))
-    sequences = np.empty((total_calls, length), dtype=_compact_dtype(num_states))
+    # Particles live in the smallest integer type that holds every state (uint8 for v <= 256): it is what
+    # the records store, and it makes the per-step copies and gathers cheap.
+    population = np.tile(start.astype(_compact_dtype(num_states)), (num_particles, 1))
+    sequences = np.empty((total_calls, length), dtype=population.dtype)
     scores = np.empty(total_calls, dtype=np.float64)
     steps = np.empty(total_calls, dtype=np.int32)
 
@@ -175,17 +177,17 @@ def run_ga(
     bar = tqdm(total=math.ceil(total_calls / num_particles), desc="GA", unit="step", disable=not progress)
     while calls < total_calls:
         batch = min(num_particles, total_calls - calls)
-        evaluated = population[:batch]
-        evaluated.flags.writeable = False  # the oracle gets a view; it must not edit the population
-        batch_scores = _checked_scores(oracle(evaluated), batch, step)
-        evaluated.flags.writeable = True
-        sequences[calls : calls + batch] = evaluated
+        # The oracle gets its own int64 copy: small unsigned types overflow in index arithmetic, and torch
+        # reads uint8 index tensors as masks.
+        batch_scores = _checked_scores(oracle(population[:batch].astype(np.int64)), batch, step)
+        sequences[calls : calls + batch] = population[:batch]
         scores[calls : calls + batch] = batch_scores
         steps[calls : calls + batch] = step
         calls += batch
         bar.update(1)
-        best = max(best, float(batch_scores.max()))
-        bar.set_postfix(best=best, refresh=False)
+        if progress:
+            best = max(best, float(batch_scores.max()))
+            bar.set_postfix(best=best, refresh=False)
 
         if config.stop_at_value is not None and batch_scores.max() >= config.stop_at_value:
             stop_reason = "stop_at_value"
@@ -234,42 +236,64 @@ def next_generation(
 ) -> np.ndarray:
     """One GA update of an evaluated (N, L) population with losses -f: selection, crossover, mutation."""
     alive = survivors(losses, config.survival_quantile)
-    survivor_rows = population[alive]
-    num_children = len(population) - len(survivor_rows)
+    survivor_index, dead_index = np.flatnonzero(alive), np.flatnonzero(~alive)
     length = population.shape[1]
-
-    children = np.empty((num_children, length), dtype=population.dtype)
-    if num_children:
-        parent_1 = rng.integers(0, len(survivor_rows), size=num_children)
-        parent_2 = rng.integers(0, len(survivor_rows), size=num_children)
-        children[:] = survivor_rows[parent_2]
-        from_parent_1 = _bernoulli_successes(rng, children.size, config.recombine_prob)
-        child_of_position = from_parent_1 // length
-        children.flat[from_parent_1] = survivor_rows[parent_1[child_of_position], from_parent_1 % length]
-
     offspring = population.copy()
-    offspring[~alive] = children
-    mutated = _bernoulli_successes(rng, offspring.size, config.mutation_prob)
-    offspring.flat[mutated] = rng.integers(0, num_states, size=mutated.size)
+    if len(dead_index):
+        parent_1, parent_2 = survivor_index[rng.integers(0, len(survivor_index), size=(2, len(dead_index)))]
+        offspring[dead_index] = population.take(parent_2, axis=0)
+        # Positions taken from parent 1 instead, as flat indices child * L + position into the children's
+        # block; moving them to the child's row, or to parent 1's row, is a shift by a multiple of L.
+        swapped = _bernoulli_successes(rng, len(dead_index) * length, config.recombine_prob)
+        child = swapped // length
+        into_child = swapped + (dead_index[child] - child) * length
+        from_parent_1 = swapped + (parent_1[child] - child) * length
+        offspring.reshape(-1)[into_child] = population.reshape(-1)[from_parent_1]
+
+    flat = offspring.reshape(-1)
+    mutated = _bernoulli_successes(rng, flat.size, config.mutation_prob)
+    flat[mutated] = rng.integers(0, num_states, size=mutated.size, dtype=flat.dtype)
     return offspring
 
 
 def _bernoulli_successes(rng: np.random.Generator, num_trials: int, prob: float) -> np.ndarray:
-    """Flat indices of the successes among `num_trials` independent Bernoulli(`prob`) trials.
+    """Sorted indices of the successes among `num_trials` independent Bernoulli(`prob`) trials.
 
-    Same distribution as np.flatnonzero(rng.random(num_trials) < prob), but drawing a binomial count and then
-    a uniform subset of that size costs O(successes), which matters at the small rates the GA uses.
+    Same distribution as np.flatnonzero(rng.random(num_trials) < prob), but it walks from success to
+    success with geometric gaps, so it costs O(successes): that matters at the small rates the GA uses.
     """
-    count = rng.binomial(num_trials, prob)
-    return rng.choice(num_trials, size=count, replace=False, shuffle=False)
+    if prob == 0.0 or num_trials == 0:
+        return np.empty(0, dtype=np.int64)
+    expected = num_trials * prob
+    draws = int(expected + 6 * math.sqrt(expected) + 16)  # enough to pass the end almost always
+    successes = np.cumsum(_geometric(rng, prob, draws, cap=num_trials)) - 1
+    while successes[-1] < num_trials:  # ran short: continue the same process from the last success
+        successes = np.concatenate([successes, successes[-1] + np.cumsum(_geometric(rng, prob, draws, cap=num_trials))])
+    return successes[: np.searchsorted(successes, num_trials)]
+
+
+def _geometric(rng: np.random.Generator, prob: float, size: int, cap: int) -> np.ndarray:
+    """Trials up to and including the first success, by inverting the CDF: P(G > k) = (1 - prob)^k.
+
+    Values above `cap` + 1 are lowered to it (so a tiny `prob` cannot overflow int64); callers only need
+    to know that such a gap runs past their end. Several times faster than rng.geometric.
+    """
+    if prob == 1.0:
+        return np.ones(size, dtype=np.int64)
+    failures_per_unit = 1 / math.log1p(-prob)  # negative; -inf when prob underflows (< ~1e-308)
+    if not math.isfinite(failures_per_unit):
+        return np.full(size, cap + 1, dtype=np.int64)
+    tail = np.log1p(-rng.random(size))  # log(1 - U) with U in [0, 1): finite, <= 0
+    failures = np.minimum(tail * failures_per_unit, cap)
+    return failures.astype(np.int64) + 1  # truncation is floor here: failures >= 0
 
 
 def _checked_scores(raw, expected: int, step: int) -> np.ndarray:
     scores = np.asarray(raw, dtype=np.float64)
     if scores.shape != (expected,):
         raise ValueError(f"oracle returned shape {scores.shape} at step {step}, expected ({expected},)")
-    if np.isnan(scores).any() or (scores == np.inf).any():
-        bad = int(np.flatnonzero(np.isnan(scores) | (scores == np.inf))[0])
+    if not (scores < np.inf).all():  # NaN fails the comparison too
+        bad = int(np.flatnonzero(~(scores < np.inf))[0])
         raise ValueError(f"oracle returned {scores[bad]} for particle {bad} at step {step}; scores must be finite or -inf")
     return scores
 
