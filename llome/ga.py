@@ -273,18 +273,18 @@ def _bernoulli_successes(rng: np.random.Generator, num_trials: int, prob: float)
 
 
 def _geometric(rng: np.random.Generator, prob: float, size: int, cap: int) -> np.ndarray:
-    """Trials up to and including the first success, by inverting the CDF: P(G > k) = (1 - prob)^k.
+    """Trials up to and including the first success: 1 + floor(E / rate), E ~ Exp(1), rate = -log(1 - prob),
+    since P(floor(E / rate) >= k) = exp(-k rate) = (1 - prob)^k.
 
     Values above `cap` + 1 are lowered to it (so a tiny `prob` cannot overflow int64); callers only need
     to know that such a gap runs past their end. Several times faster than rng.geometric.
     """
     if prob == 1.0:
         return np.ones(size, dtype=np.int64)
-    failures_per_unit = 1 / math.log1p(-prob)  # negative; -inf when prob underflows (< ~1e-308)
+    failures_per_unit = -1 / math.log1p(-prob)  # inf when prob underflows (below ~1e-308)
     if not math.isfinite(failures_per_unit):
         return np.full(size, cap + 1, dtype=np.int64)
-    tail = np.log1p(-rng.random(size))  # log(1 - U) with U in [0, 1): finite, <= 0
-    failures = np.minimum(tail * failures_per_unit, cap)
+    failures = np.minimum(rng.standard_exponential(size) * failures_per_unit, cap)
     return failures.astype(np.int64) + 1  # truncation is floor here: failures >= 0
 
 
