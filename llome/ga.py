@@ -163,14 +163,14 @@ def run_ga(
         _require_int("seed", seed, minimum=0)  # None would seed from the OS and break reproducibility
         rng = np.random.default_rng(seed)
 
-    num_particles, length = config.num_particles, start.size
+    num_particles = config.num_particles
     total_calls = config.total_oracle_calls
     # Particles live in the smallest integer type that holds every state (uint8 for v <= 256): it is what
     # the records store, and it makes the per-step copies and gathers cheap.
     population = np.tile(start.astype(_compact_dtype(num_states)), (num_particles, 1))
-    sequences = np.empty((total_calls, length), dtype=population.dtype)
-    scores = np.empty(total_calls, dtype=np.float64)
-    steps = np.empty(total_calls, dtype=np.int32)
+    # One block per step. next_generation returns a new array, so a block is never written again; nothing
+    # is allocated up front for a budget that stop_at_value may never use.
+    evaluated_blocks, score_blocks = [], []
 
     calls, step, best = 0, 0, -np.inf
     stop_reason = "num_steps"
@@ -180,9 +180,8 @@ def run_ga(
         # The oracle gets its own int64 copy: small unsigned types overflow in index arithmetic, and torch
         # reads uint8 index tensors as masks.
         batch_scores = _checked_scores(oracle(population[:batch].astype(np.int64)), batch, step)
-        sequences[calls : calls + batch] = population[:batch]
-        scores[calls : calls + batch] = batch_scores
-        steps[calls : calls + batch] = step
+        evaluated_blocks.append(population[:batch])
+        score_blocks.append(batch_scores)
         calls += batch
         bar.update(1)
         if progress:
@@ -201,9 +200,9 @@ def run_ga(
     bar.close()
 
     return GAResult(
-        sequences=sequences[:calls],
-        scores=scores[:calls],
-        steps=steps[:calls],
+        sequences=np.concatenate(evaluated_blocks),
+        scores=np.concatenate(score_blocks),
+        steps=np.repeat(np.arange(len(score_blocks), dtype=np.int32), [len(b) for b in score_blocks]),
         num_states=num_states,
         stop_reason=stop_reason,
     )
@@ -214,6 +213,10 @@ def survivors(losses: np.ndarray, quantile: float) -> np.ndarray:
 
     If an infinite loss enters the interpolation the threshold is +inf and everyone survives.
     """
+    if losses.ndim != 1 or losses.size == 0:
+        raise ValueError(f"losses must be a non-empty 1-D array, got shape {losses.shape}")
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"quantile must lie in [0, 1], got {quantile!r}")
     position = quantile * (len(losses) - 1)
     lower = math.floor(position)
     upper = min(lower + 1, len(losses) - 1)
@@ -235,6 +238,8 @@ def next_generation(
     population: np.ndarray, losses: np.ndarray, num_states: int, config: GAConfig, rng: np.random.Generator
 ) -> np.ndarray:
     """One GA update of an evaluated (N, L) population with losses -f: selection, crossover, mutation."""
+    if population.ndim != 2 or losses.shape != (len(population),):
+        raise ValueError(f"need an (N, L) population and N losses, got {population.shape} and {losses.shape}")
     alive = survivors(losses, config.survival_quantile)
     survivor_index, dead_index = np.flatnonzero(alive), np.flatnonzero(~alive)
     length = population.shape[1]
@@ -289,7 +294,7 @@ def _geometric(rng: np.random.Generator, prob: float, size: int, cap: int) -> np
 
 
 def _checked_scores(raw, expected: int, step: int) -> np.ndarray:
-    scores = np.asarray(raw, dtype=np.float64)
+    scores = np.array(raw, dtype=np.float64)  # a copy: the oracle may reuse its output buffer
     if scores.shape != (expected,):
         raise ValueError(f"oracle returned shape {scores.shape} at step {step}, expected ({expected},)")
     if not (scores < np.inf).all():  # NaN fails the comparison too

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from llome.ehrlich import Ehrlich
 from llome.ga import GAConfig, GAResult, _bernoulli_successes, next_generation, run_ga, survivors
 
 LENGTH, NUM_STATES = 12, 6
@@ -246,6 +247,17 @@ def test_an_oracle_that_edits_its_input_cannot_corrupt_the_run():
     assert result.sequences.any()
 
 
+def test_an_oracle_that_reuses_its_output_buffer_cannot_corrupt_the_records():
+    buffer = np.empty(50)
+
+    def reuser(x):
+        buffer[:] = matches_oracle(x)
+        return buffer
+
+    result = run_ga(reuser, start(), NUM_STATES, config(), seed=0, progress=False)
+    np.testing.assert_array_equal(result.scores, matches_oracle(result.sequences.astype(np.int64)))
+
+
 def test_wide_alphabets_are_stored_in_wider_integers():
     result = run_ga(lambda x: -x.sum(axis=1).astype(float), np.full(4, 299), 300, config(num_steps=2), progress=False)
     assert result.sequences.dtype == np.uint16 and result.sequences.max() == 299
@@ -336,6 +348,22 @@ def test_bad_initial_solution_is_rejected_before_any_oracle_call(initial, num_st
     assert oracle.inputs == []
 
 
+def test_survivors_and_next_generation_reject_malformed_input():
+    with pytest.raises(ValueError, match="quantile"):
+        survivors(np.zeros(5), 1.5)
+    with pytest.raises(ValueError, match="losses"):
+        survivors(np.zeros((2, 2)), 0.5)
+    with pytest.raises(ValueError, match=r"\(4, 3\) and \(5,\)"):
+        next_generation(np.zeros((4, 3), np.uint8), np.zeros(5), 2, config(), np.random.default_rng(0))
+
+
+def test_progress_bar_reports_steps_and_can_be_silenced(capsys):
+    run_ga(matches_oracle, start(), NUM_STATES, config(num_steps=3), progress=True)
+    assert "3/3" in capsys.readouterr().err
+    run_ga(matches_oracle, start(), NUM_STATES, config(num_steps=3), progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_bad_seed_is_rejected():
     with pytest.raises(ValueError, match="seed"):
         run_ga(matches_oracle, start(), NUM_STATES, config(), seed=None, progress=False)
@@ -358,8 +386,7 @@ def test_bad_oracle_output_is_a_clear_error(bad_oracle, message):
 
 
 def test_scores_on_ehrlich_are_the_function_values_of_the_recorded_particles():
-    ehrlich = pytest.importorskip("llome.ehrlich")
-    f = ehrlich.Ehrlich.from_name("ehr_v-32_l-032_m-4_c-4_q-4")
+    f = Ehrlich.from_name("ehr_v-32_l-032_m-4_c-4_q-4")
     result = run_ga(f, f.initial_solution(), f.num_states, config(num_particles=200, num_steps=5), progress=False)
     np.testing.assert_array_equal(result.scores, f(result.sequences.astype(np.int64)))
     assert result.scores[0] == f(f.initial_solution()[None])[0] > -np.inf
