@@ -7,7 +7,7 @@ if [ ! -x .holo-venv/bin/python ] || ! .holo-venv/bin/python -c "import holo" 2>
   python3 -m venv .holo-venv
   .holo-venv/bin/python -m pip install --quiet --upgrade pip
   .holo-venv/bin/python -m pip install --quiet torch==2.13.0
-  .holo-venv/bin/python -m pip install --quiet "pytorch-holo==0.0.5" "numpy<2"
+  .holo-venv/bin/python -m pip install --quiet "pytorch-holo==0.0.5" "numpy<2" "tqdm>=4.66" pandas pyyaml
   # The project itself (no deps) so that one script can time both sides in one process.
   .holo-venv/bin/python -m pip install --quiet --no-deps -e .
 fi
