@@ -636,17 +636,42 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows[first], np.asarray(inverse).ravel()
 
 
+def _predecessor_plan(allowed: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    """Per next symbol b: the rows to combine, and whether to subtract them from the total (when the
+    banned predecessors of b are fewer than the allowed ones)."""
+    plan = []
+    for column in allowed.T:
+        from_total = column.sum() > len(column) // 2
+        plan.append((np.flatnonzero(~column if from_total else column), from_total))
+    return plan
+
+
+def _sum_over_predecessors(plan: list[tuple[np.ndarray, bool]], counts: np.ndarray) -> np.ndarray:
+    """out[b] = sum of counts[a] over the a allowed before b, in int64 (entries stay below v * 2**31).
+
+    Row additions rather than a matrix product: a 32 x 32 product is too small to gain from BLAS,
+    and BLAS threads stall badly when the machine is busy."""
+    total = counts.sum(axis=0)
+    out = np.empty_like(counts)
+    for symbol, (rows, from_total) in enumerate(plan):
+        out[symbol] = total if from_total else 0
+        combine = np.subtract if from_total else np.add
+        for row in rows:
+            combine(out[symbol], counts[row], out=out[symbol])
+    return out
+
+
 def _count_avoiding_modular(
     allowed: np.ndarray, matcher: _PackedMotifMatcher, primes: np.ndarray, max_states: int
 ) -> np.ndarray:
     """Residues modulo ``primes`` of the number of feasible sequences containing none of the motifs.
 
-    A state is the matcher's packed masks. Counts are kept per (prime, last symbol, state), because
+    A state is the matcher's packed masks. Counts are kept per (last symbol, prime, state), because
     the last symbol decides which symbols may follow. Symbols acting identically on every mask form
     a class; a (state, class) pair has a single successor state, shared by the class's symbols."""
     num_states, num_primes, length = allowed.shape[0], len(primes), matcher.length
-    step_matrix = np.ascontiguousarray(allowed.T, dtype=np.float64)  # by_next[b] = sum_a allowed[a, b] counts[a]
-    modulus = primes.astype(np.float64)[:, None, None]
+    modulus = primes[None, :, None]  # int64 remainders are far faster than float64 fmod
+    predecessors = _predecessor_plan(allowed)
     class_actions, class_of_symbol = np.unique(
         np.concatenate([matcher.keep, matcher.opens], axis=1), axis=0, return_inverse=True
     )
@@ -654,22 +679,21 @@ def _count_avoiding_modular(
     num_classes = len(class_actions)
     keep = class_actions[None, :, : matcher.num_words]  # (1, classes, words)
     opens = class_actions[None, :, matcher.num_words :]
-    symbol_in_class = np.zeros((num_states, num_classes))
-    symbol_in_class[np.arange(num_states), class_of_symbol] = 1
+    symbols_by_class = np.argsort(class_of_symbol, kind="stable")
+    class_starts = np.searchsorted(class_of_symbol[symbols_by_class], np.arange(num_classes))
 
     masks = np.zeros((1, matcher.num_words), dtype=np.uint64)
-    counts = np.zeros((num_primes, num_states, 1))
+    counts = np.zeros((num_states, num_primes, 1), dtype=np.int64)
     for position in range(length):
         if position == 0:  # the first symbol is free
-            by_next = np.ones((num_primes, num_states, 1))
+            by_next = np.ones((num_states, num_primes, 1), dtype=np.int64)
         else:
-            by_next = np.matmul(step_matrix, counts)
-            np.fmod(by_next, modulus, out=by_next)
-        reachable = by_next.any(axis=0)  # (symbols, states)
+            by_next = _sum_over_predecessors(predecessors, counts)
+        reachable = by_next.any(axis=1)  # (symbols, states)
 
         shifted = ((masks[:, None, :] & keep) << np.uint64(1)) | opens  # (states, classes, words)
         completes = (shifted & matcher.completed).any(axis=2)
-        entered = (reachable.T.astype(np.float64) @ symbol_in_class) > 0
+        entered = np.logical_or.reduceat(reachable[symbols_by_class], class_starts, axis=0).T
         successor = np.flatnonzero((entered & ~completes).ravel())  # index: state * classes + class
         if len(successor) == 0:
             return np.zeros(num_primes, dtype=np.int64)
@@ -686,18 +710,20 @@ def _count_avoiding_modular(
         target_of_pair[successor] = target
         # Cell (symbol b, old state j) moves to cell (b, successor of (j, class of b)).
         cell_target = target_of_pair.reshape(len(masks), num_classes)[:, class_of_symbol].T
-        moving = np.flatnonzero(((cell_target >= 0) & reachable).ravel())
-        new_cell = (moving // len(masks)) * len(new_masks) + cell_target.ravel()[moving]
-        flat_by_next = by_next.reshape(num_primes, -1)
-        counts = np.empty((num_primes, num_states, len(new_masks)))
-        for p in range(num_primes):
-            counts[p].ravel()[:] = np.bincount(
-                new_cell, weights=flat_by_next[p, moving], minlength=num_states * len(new_masks)
-            )
-        np.fmod(counts, modulus, out=counts)
+        symbol, old_state = np.nonzero((cell_target >= 0) & reachable)
+        new_state = cell_target[symbol, old_state]
+        moving = by_next[symbol, :, old_state]  # (moving cells, primes), each below v * 2**31
+        if len(masks) * num_states >= 2**22:  # a float64 sum of len(masks) of them could pass 2**53
+            moving = np.remainder(moving, primes)
+        # One bincount over (symbol, prime, new state) cells adds up every prime at once.
+        destination = ((symbol * num_primes)[:, None] + np.arange(num_primes)) * len(new_masks) + new_state[:, None]
+        summed = np.bincount(
+            destination.ravel(), weights=moving.ravel(), minlength=num_states * num_primes * len(new_masks)
+        )
+        counts = summed.astype(np.int64).reshape(num_states, num_primes, len(new_masks))
+        np.remainder(counts, modulus, out=counts)
         masks = new_masks
-    total = counts.astype(np.int64).sum(axis=(1, 2))
-    return total % primes
+    return counts.sum(axis=(0, 2)) % primes
 
 
 def count_sequences_with_all_motifs(
