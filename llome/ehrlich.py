@@ -39,6 +39,9 @@ _BAND_FRACTION = 0.4  # each state may move to 2*int(0.4 v)+1 states (plus itsel
 _STATIONARY_TOLERANCE = 1e-5
 _NAME_PATTERN = re.compile(r"ehr_v-(\d+)_l-(\d+)_m-(\d+)_c-(\d+)_q-(\d+)")
 _DICT_FORMAT = "llome.ehrlich/1"
+# The paper's exact instances need about 1,000 automaton states; each state costs
+# num_states * (number of primes) * 8 bytes per array, about 5 kB for v = 32 and L = 128.
+DEFAULT_MAX_STATES = 10_000
 # Rows per chunk are chosen so that one chunk of states stays in the L2 cache.
 _CHUNK_ELEMENTS = 1 << 17
 
@@ -464,7 +467,7 @@ class Ehrlich:
 
     # -- difficulty ----------------------------------------------------------------------------
 
-    def difficulty(self, max_states: int = 50_000) -> dict[str, Any]:
+    def difficulty(self, max_states: int = DEFAULT_MAX_STATES) -> dict[str, Any]:
         """Exact counts of feasible and of optimal (f = 1) sequences, and their log10 fractions of v**L.
 
         The optimal count needs an automaton whose size grows exponentially with the motif gaps;
@@ -731,7 +734,7 @@ def count_sequences_with_all_motifs(
     motifs: np.ndarray,
     offsets: np.ndarray,
     length: int,
-    max_states: int = 50_000,
+    max_states: int = DEFAULT_MAX_STATES,
     word_bits: int = 64,
 ) -> int:
     """Number of feasible sequences in which every spaced motif occurs (possibly overlapping).
