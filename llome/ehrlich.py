@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -731,8 +732,8 @@ def _count_avoiding_modular(
 
 def count_sequences_with_all_motifs(
     allowed: np.ndarray,
-    motifs: np.ndarray,
-    offsets: np.ndarray,
+    motifs: Sequence[Sequence[int]],
+    offsets: Sequence[Sequence[int]],
     length: int,
     max_states: int = DEFAULT_MAX_STATES,
     word_bits: int = 64,
@@ -744,8 +745,19 @@ def count_sequences_with_all_motifs(
     by a bit-parallel automaton; raises StateBudgetExceeded instead of exceeding ``max_states``.
     ``word_bits`` < 64 packs fewer motifs per machine word (only useful to test the packing)."""
     _check_max_states(max_states)
+    _require_int("length", length, 1)
     allowed = np.asarray(allowed, dtype=bool)
     num_states = allowed.shape[0]
+    if allowed.shape != (num_states, num_states):
+        raise ValueError(f"allowed must be a square matrix, got shape {allowed.shape}")
+    if len(motifs) != len(offsets):
+        raise ValueError(f"got {len(motifs)} motifs but {len(offsets)} offset lists")
+    for i, (motif, motif_offsets) in enumerate(zip(motifs, offsets)):
+        steps = np.diff(motif_offsets)
+        if len(motif) != len(motif_offsets) or motif_offsets[0] != 0 or (steps < 1).any():
+            raise ValueError(f"motif {i}: offsets must start at 0, increase, and match the motif's length")
+        if min(motif) < 0 or max(motif) >= num_states:
+            raise ValueError(f"motif {i} has states outside [0, {num_states})")
     primes = np.array(_primes_with_product_above(num_states**length), dtype=np.int64)
     residues = np.zeros(len(primes), dtype=np.int64)
     for size in range(len(motifs) + 1):
