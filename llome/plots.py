@@ -92,7 +92,10 @@ def plot_round_panels(medians: pd.DataFrame, panels: list[tuple[str, str]], titl
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        if ylim01 and not column.endswith(("temperature", "distance")):
+        if column.endswith("temperature"):
+            # From 0, so a constant temperature reads as constant rather than as noise around it.
+            ax.set_ylim(0.0, max(2.0, float(medians[column].max()) + 0.2))
+        elif ylim01 and not column.endswith("distance"):
             ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:

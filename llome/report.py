@@ -122,7 +122,7 @@ def build_report(cfg: dict, data_dir, figures_dir, plots_dir, summary_path, repo
 CAPTIONS = {
     "regret.png": "Regret (1 − best f so far) against cumulative oracle calls. LLOME runs include the GA calls that made their seed data.",
     "validity.png": "Per round: fractions of generations that parse, have the right length, stay in range, are feasible, repeat their input, or improve on it.",
-    "collapse.png": "Generator collapse: edit distance and diversity of proposals per round, and the sampling temperatures the schedule chose.",
+    "collapse.png": "Generator collapse: edit distance and diversity of proposals per round, and the lowest sampling temperature of each round (it moves only when `temperature_schedule` is on).",
     "calibration.png": "Calibration: the model's length-normalised likelihood of each labelled candidate against its true reward.",
     "difficulty.png": "Difficulty of each Ehrlich instance: exact feasible and optimal fractions, and the GA's oracle calls to reach f = 1.",
 }
