@@ -4,22 +4,25 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test smoke browser ci clean-venv
+.PHONY: setup repro test smoke plots lock browser ci clean-venv
 
 setup: $(STAMP)
 
-# torch goes first and pinned, so that nothing later resolves it to a multi-GB CUDA build.
-$(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt
+# torch goes first and pinned, so that nothing later resolves it to a multi-GB CUDA build; then the exact
+# versions of requirements/lock.txt, and the project itself without resolving anything again.
+$(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name llome --display-name "llome (.venv)" >/dev/null
 	touch $(STAMP)
 
@@ -32,6 +35,19 @@ test: $(STAMP)
 # The whole pipeline at smoke size, in a scratch copy of the project (your data/ is untouched).
 smoke: $(STAMP)
 	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py
+
+# `dvc plots show` as a page that opens offline (dvc_plots/index.html).
+plots: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m llome.dvc_plots -o dvc_plots
+
+# Re-resolve requirements/base.txt and dev.txt in a scratch venv and write their exact versions to the lock.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet torch==$(TORCH_VERSION)
+	.lock-venv/bin/python -m pip install --quiet -r requirements/base.txt -r requirements/dev.txt
+	{ sed -n '1,2p' requirements/lock.txt; .lock-venv/bin/python -m pip freeze | grep -v '^torch=='; } > requirements/lock.txt.new
+	mv requirements/lock.txt.new requirements/lock.txt && rm -rf .lock-venv
 
 # Debian's chromium, for the offline-report check of `make smoke` (installed only when root and missing).
 browser:

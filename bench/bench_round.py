@@ -20,7 +20,9 @@ import torch
 import yaml
 
 from llome.config import load_profile, stage_configs
-from llome.stages import llome_method, round_zero, seed_data
+from llome.stages.llome_rounds import llome_method
+from llome.stages.round_zero import round_zero
+from llome.stages.seed_data import seed_data
 
 
 def main() -> None:

@@ -151,8 +151,8 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
         "sft": {**common, "seeds": cfg["seeds"], "model": cfg["model"], "pairs": cfg["pairs"],
                 "train": cfg["sft"], "launcher": cfg["launcher"]},
         "ga_baseline": {**common, "seeds": cfg["seeds"], "max_oracle_calls": llome_oracle_budget(cfg),
-                        **cfg["ga_baseline"]},
-        "figures": {**common, "seeds": cfg["seeds"], "methods": sorted(cfg["llome"]["methods"]),
+                        "paper_ga": cfg["seed_data"], **cfg["ga_baseline"]},
+        "figures": {**common, "seeds": cfg["seeds"], "methods": sorted(cfg["llome"]["methods"]), "rounds": cfg["llome"]["rounds"],
                     "oracle_budget": llome_oracle_budget(cfg), "seed_data_oracle_calls": seed_data_oracle_calls(cfg)},
     }
     llome = cfg["llome"]

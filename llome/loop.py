@@ -7,8 +7,6 @@ interrupted one resumes from the last artifact it saved (candidates, labels, tra
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -19,9 +17,10 @@ import pandas as pd
 from llome.generate import GenerationConfig, refine, temperature_schedule
 from llome.io import read_json, read_table, write_json, write_table
 from llome.metrics import calibration, generation_metrics, labelled_metrics, regret_curve
-from llome.launch import check_launcher, run_job, run_launched, write_job
+from llome.jobs import as_int_array, build_training_set, train
 from llome.models import load_model_and_tokenizer
-from llome.pairs import likelihood_filter, make_dpo_triples, make_pairs, sample_for_labelling
+from llome.provenance import claim, make_record, result_config, table_digest, tree_digest
+from llome.pairs import likelihood_filter, sample_for_labelling
 from llome.text import VALID
 
 log = logging.getLogger(__name__)
@@ -59,96 +58,6 @@ def margin_reward(score, parent_score):
     y = np.where(np.isfinite(score), score, 0.0)
     x = np.where(np.isfinite(parent_score), parent_score, 0.0)
     return np.maximum(y - x, 0.0)
-
-
-def _as_array(sequences) -> np.ndarray:
-    return np.array([list(s) for s in sequences], dtype=np.int64)
-
-
-def _subsample(table: pd.DataFrame, max_rows: int | None, seed: int, newest: set | None = None) -> pd.DataFrame:
-    """At most `max_rows` rows, seeded; rows that touch the newest labels are kept first.
-
-    Without that priority the seed data's thousands of pairs would drown the few hundred a round adds.
-    """
-    if max_rows is None or len(table) <= max_rows:
-        return table.reset_index(drop=True)
-    shuffled = table.sample(frac=1.0, random_state=seed)
-    if newest:
-        sequence_columns = [c for c in ("x", "y", "y_w", "y_l") if c in shuffled.columns]
-        touches = np.zeros(len(shuffled), dtype=bool)
-        for column in sequence_columns:
-            touches |= shuffled[column].isin(newest).to_numpy()
-        shuffled = pd.concat([shuffled[touches], shuffled[~touches]])
-    return shuffled.head(max_rows).reset_index(drop=True)
-
-
-def build_training_set(objective: str, pool: pd.DataFrame, pairs_cfg: dict, seed: int,
-                       newest: set | None = None) -> pd.DataFrame:
-    """PropEn pairs (SFT, MargE) or DPO triples from every sequence labelled so far."""
-    X, scores = _as_array(pool["sequence"]), pool["score"].to_numpy(np.float64)
-    common = dict(max_distance=pairs_cfg["max_distance"], num_neighbors=pairs_cfg["num_neighbors"], seed=seed)
-    if objective == "dpo":
-        table = make_dpo_triples(X, scores, **common)
-    else:
-        table = make_pairs(X, scores, infeasible_fraction=pairs_cfg["infeasible_fraction"],
-                           allow_equal_scores=False, **common)
-    return _subsample(table, pairs_cfg.get("max_pairs"), seed, newest)
-
-
-def train(objective: str, table: pd.DataFrame, train_cfg: dict, job_dir: Path, seed: int, *,
-          model_dir: Path | None = None, model_spec: dict | None = None, num_states: int | None = None,
-          launcher: dict | None = None) -> Path:
-    """Train on `table` and return the directory of the trained model.
-
-    From `model_dir` (the previous round's model, also the MargE/DPO reference) or, in round 0, from a
-    fresh model built from `model_spec`. Runs here or as a launched job (`launcher`, e.g. accelerate).
-    """
-    write_job(job_dir, objective=objective, model_dir=model_dir, table=table, train_cfg={**train_cfg, "seed": seed},
-              model_spec=model_spec, num_states=num_states)
-    if check_launcher(launcher)["kind"] == "inprocess":
-        return run_job(job_dir)
-    return run_launched(launcher, job_dir)
-
-
-def model_spec(model_cfg: dict, seed: int) -> dict:
-    """params.yaml's `model` section as llome.models takes it: a checkpoint, or GPT-NeoX sizes and a seed."""
-    if model_cfg.get("name_or_path"):
-        return {"name_or_path": model_cfg["name_or_path"]}
-    return {**model_cfg["gpt_neox"], "seed": seed}
-
-
-def run_round_zero(seed_table: pd.DataFrame, *, model_cfg: dict, pairs_cfg: dict, train_cfg: dict,
-                   num_states: int, out_dir: Path, seed: int, launcher: dict | None = None) -> dict:
-    """Round 0: SFT of a fresh (or pretrained) model on pairs from the GA seed data."""
-    out_dir = Path(out_dir)
-    if (out_dir / "metrics.json").exists():
-        return read_json(out_dir / "metrics.json")
-    work = out_dir.with_name(out_dir.name + ".partial")
-    work.mkdir(parents=True, exist_ok=True)
-    pairs_path = work / "pairs.parquet"
-    if not pairs_path.exists():
-        write_table(pairs_path, build_training_set("sft", seed_table, pairs_cfg, seed))
-    pairs = read_table(pairs_path)
-    if len(pairs) == 0:
-        raise RuntimeError("the seed data gave no pairs to train on: every neighbour has the same score "
-                           "(try a larger pairs.max_distance or more GA steps)")
-    if not (work / "model" / "config.json").exists():
-        trained = train("sft", pairs, train_cfg, work / "job", seed, model_spec=model_spec(model_cfg, seed),
-                        num_states=num_states, launcher=launcher)
-        trained.rename(work / "model")
-        shutil.rmtree(work / "job", ignore_errors=True)
-    metrics = {"round": 0, "objective": "sft", "num_pairs": int(len(pairs)),
-               "mean_pair_reward": float(pairs["reward"].mean())}
-    write_json(work / "metrics.json", metrics)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    work.rename(out_dir)
-    return metrics
-
-
-def _fingerprint(cfg: dict) -> str:
-    """Everything that changes results except `rounds`, so a run extended by more rounds resumes."""
-    stable = {k: v for k, v in cfg.items() if k not in ("rounds", "profile")}
-    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def round_dir(run_dir: Path, index: int) -> Path:
@@ -203,11 +112,11 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
     if not (work / "labelled.parquet").exists():
         selected = select_candidates(candidates, pool, cfg["selection"], round_seed)
         oracle = CountedOracle(function, cfg["selection"]["num_to_label"])
-        scores = oracle(_as_array(selected["sequence"])) if len(selected) else np.empty(0)
+        scores = oracle(as_int_array(selected["sequence"])) if len(selected) else np.empty(0)
         # Parent scores feed diagnostics only ("improved over input"); unpaid ones are counted apart.
         known = dict(zip(pool["sequence"], pool["score"]))
         unknown = sorted(set(selected["parent"]) - set(known))
-        diagnostic = dict(zip(unknown, function(_as_array(unknown)))) if unknown else {}
+        diagnostic = dict(zip(unknown, function(as_int_array(unknown)))) if unknown else {}
         parent_scores = np.array([known.get(p, diagnostic.get(p)) for p in selected["parent"]], dtype=np.float64)
         labelled = selected[["sequence", "parent", "trajectory", "iteration", "temperature", "loglik", "distance"]].copy()
         labelled["score"] = scores
@@ -259,13 +168,9 @@ def run_llome(cfg: dict, *, function, seed_table: pd.DataFrame, round_zero_dir: 
               progress: bool = True) -> list[dict]:
     """All rounds of one method and seed, resuming whatever is already done."""
     run_dir = Path(run_dir)
-    fingerprint = _fingerprint(cfg)
-    marker = run_dir / "run.json"
-    if marker.exists() and read_json(marker).get("fingerprint") != fingerprint:
-        log.warning("%s was made with other settings; starting it over", run_dir)
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"fingerprint": fingerprint, "seed": seed, "method": cfg.get("method")})
+    record = make_record(result_config(cfg), code=[__name__], seed=seed,
+                         inputs={"seed_data": table_digest(seed_table), "round_zero": tree_digest(round_zero_dir)})
+    claim(run_dir, record)
 
     pool = seed_table[["sequence", "score"]].copy()
     prev_model_dir, prev_pairs, prev_distance = Path(round_zero_dir) / "model", read_table(Path(round_zero_dir) / "pairs.parquet"), None

@@ -15,7 +15,8 @@ import pandas as pd  # noqa: E402
 from llome.io import atomic_path  # noqa: E402
 
 METHOD_STYLE = {
-    "ga": ("GA (swept)", "#444444"),
+    "ga_paper": ("GA (paper's settings)", "#444444"),
+    "ga_swept": ("GA (swept)", "#999999"),
     "llome_sft": ("LLOME-SFT", "#1f77b4"),
     "llome_marge": ("LLOME-MargE", "#d62728"),
     "llome_dpo": ("LLOME-DPO", "#2ca02c"),

@@ -57,18 +57,19 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def collect(cfg: dict, data_dir: Path):
+    """Every configured method's trace and rounds, and the labels of exactly the configured seeds and rounds."""
     data_dir = Path(data_dir)
-    traces = [_read_csv(data_dir / "ga_baseline" / "regret.csv").assign(method="ga")]
+    traces = [_read_csv(data_dir / "ga_baseline" / "regret.csv")]
     rounds, labelled = [], []
     for method in cfg["methods"]:
         run_root = data_dir / "llome" / method
         traces.append(_read_csv(run_root / "regret.csv").assign(method=f"llome_{method}"))
         rounds.append(_read_csv(run_root / "rounds.csv").assign(method=f"llome_{method}"))
-        for path in sorted(run_root.glob("seed_*/round_*/labelled.parquet")):
-            if ".partial" in str(path):
-                continue
-            table = read_table(path)[["loglik", "reward", "score"]]
-            labelled.append(table.assign(method=f"llome_{method}"))
+        for seed in cfg["seeds"]:
+            for index in range(1, cfg["rounds"] + 1):
+                path = run_root / f"seed_{seed}" / f"round_{index:02d}" / "labelled.parquet"
+                table = read_table(path)[["loglik", "reward", "score"]]
+                labelled.append(table.assign(method=f"llome_{method}"))
     trace = pd.concat(traces, ignore_index=True)
     rounds = pd.concat(rounds, ignore_index=True)
     if "temperatures" in rounds.columns:
@@ -89,7 +90,8 @@ def build_report(cfg: dict, data_dir, figures_dir, plots_dir, summary_path, repo
     figures = [plot_regret(bands, name, cfg["seed_data_oracle_calls"], figures_dir / "regret.png")]
 
     medians = per_round_medians(rounds, [c for c, _ in VALIDITY_PANELS + COLLAPSE_PANELS])
-    write_csv(plots_dir / "rounds.csv", medians)
+    # Vega-Lite reads a dot in a field name as nesting: the DVC table spells them with underscores.
+    write_csv(plots_dir / "rounds.csv", medians.rename(columns=lambda c: c.replace(".", "_")))
     figures.append(plot_round_panels(medians, VALIDITY_PANELS,
                                      f"Validity of proposals per round on {name} (median over seeds)",
                                      figures_dir / "validity.png"))

@@ -1,0 +1,29 @@
+"""What several stages share: where a seed's results live, the instance under study, the seed data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from llome.ehrlich import Ehrlich
+from llome.io import read_json, read_table
+
+
+def seed_dir(root: Path, seed: int) -> Path:
+    return Path(root) / f"seed_{seed}"
+
+
+def load_function(name: str, test_functions_dir: Path | None = None, seed: int | None = None) -> Ehrlich:
+    """The instance as the test_functions stage saved it, or built from its name."""
+    if test_functions_dir is not None and (Path(test_functions_dir) / f"{name}.json").exists():
+        return Ehrlich.from_dict(read_json(Path(test_functions_dir) / f"{name}.json"))
+    return Ehrlich.from_name(name) if seed is None else Ehrlich.from_name(name, seed=seed)
+
+
+def seed_data_path(seed_data_dir: Path, seed: int) -> Path:
+    return Path(seed_data_dir) / f"seed_{seed}.parquet"
+
+
+def read_seed_table(seed_data_dir: Path, seed: int) -> pd.DataFrame:
+    return read_table(seed_data_path(seed_data_dir, seed))

@@ -1,0 +1,23 @@
+"""Stage `sft`: round 0, SFT on each seed's GA pairs from a fresh model or a checkpoint (PAPER.md §4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from llome.round_zero import run_round_zero
+from llome.stages.common import load_function, read_seed_table, seed_dir
+
+
+def round_zero(cfg: dict, seed_data_dir: Path, out_dir: Path) -> pd.DataFrame:
+    """One model per seed under `out_dir/seed_<s>/`; a seed whose provenance still matches is reused."""
+    function = load_function(cfg["function"])
+    rows = []
+    for seed in cfg["seeds"]:
+        metrics = run_round_zero(read_seed_table(seed_data_dir, seed), model_cfg=cfg["model"],
+                                 pairs_cfg=cfg["pairs"], train_cfg=cfg["train"], num_states=function.num_states,
+                                 out_dir=seed_dir(out_dir, seed), seed=seed, launcher=cfg.get("launcher"),
+                                 stage_cfg=cfg)
+        rows.append({"seed": seed, **metrics})
+    return pd.DataFrame(rows)
