@@ -100,6 +100,7 @@ def validate(cfg: dict) -> None:
     _probability(diff["survival_quantile"], "ga_difficulty.survival_quantile")
 
     pairs = cfg["pairs"]
+    _require(pairs["source"] in ("round", "history"), f"pairs.source must be 'round' or 'history', got {pairs['source']!r}")
     _probability(pairs["max_distance"], "pairs.max_distance")
     _probability(pairs["infeasible_fraction"], "pairs.infeasible_fraction")
     if pairs["max_pairs"] is not None:

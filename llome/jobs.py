@@ -12,7 +12,9 @@ from llome.pairs import make_dpo_triples, make_pairs
 
 
 def as_int_array(sequences) -> np.ndarray:
-    return np.array([list(s) for s in sequences], dtype=np.int64)
+    """(N, L) int64; an empty list gives shape (0, 0), still 2-D, so a round that labelled nothing pairs nothing."""
+    rows = [list(s) for s in sequences]
+    return np.array(rows, dtype=np.int64) if rows else np.empty((0, 0), dtype=np.int64)
 
 
 def _subsample(table: pd.DataFrame, max_rows: int | None, seed: int, newest: set | None = None) -> pd.DataFrame:

@@ -77,13 +77,31 @@ def _generation_seeds(pairs: pd.DataFrame, pool: pd.DataFrame, num_seeds: int) -
 
 
 def select_candidates(candidates: pd.DataFrame, pool: pd.DataFrame, selection: dict, seed: int) -> pd.DataFrame:
-    """Valid, new, likely candidates; then a uniform sample of n to label (PAPER.md §4 step 2)."""
+    """A uniform sample of n valid, new candidates to label (PAPER.md §4 step 2).
+
+    Only when more than n new candidates remain does the likelihood filter apply, and it never cuts below
+    the n most likely: a round spends its whole n whenever it has n candidates. Sequences labelled before
+    are dropped rather than paid for again (the authors relabel them; that wastes calls).
+    """
+    n = int(selection["num_to_label"])
     valid = candidates[candidates["status"] == VALID]
     unique = valid.sort_values("loglik", ascending=False, kind="stable").drop_duplicates("sequence")
-    known = set(pool["sequence"])
-    new = unique[~unique["sequence"].isin(known)]
-    likely = likelihood_filter(new, quantile=selection["likelihood_quantile"], column="loglik")
-    return sample_for_labelling(likely, selection["num_to_label"], seed).reset_index(drop=True)
+    new = unique[~unique["sequence"].isin(set(pool["sequence"]))]
+    eligible = new
+    if len(new) > n:
+        eligible = likelihood_filter(new, quantile=selection["likelihood_quantile"], column="loglik")
+        if len(eligible) < n:
+            eligible = new.head(n)
+    return sample_for_labelling(eligible, n, seed).reset_index(drop=True)
+
+
+def training_pool(pool: pd.DataFrame, labelled: pd.DataFrame, source: str) -> pd.DataFrame:
+    """What a round's pairs are built from: its own labels (the authors' choice) or every label so far."""
+    if source == "round":
+        return labelled[["sequence", "score"]].reset_index(drop=True)
+    if source == "history":
+        return pd.concat([pool, labelled[["sequence", "score"]]], ignore_index=True)
+    raise ValueError(f"pairs.source must be 'round' or 'history', got {source!r}")
 
 
 def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFrame, prev_model_dir: Path,
@@ -129,9 +147,9 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
     labelled = read_table(work / "labelled.parquet")
     oracle_log = read_json(work / "oracle.json")
 
-    pool_after = pd.concat([pool, labelled[["sequence", "score"]]], ignore_index=True)
     if not (work / "pairs.parquet").exists():
-        write_table(work / "pairs.parquet", build_training_set(cfg["objective"], pool_after, cfg["pairs"], round_seed,
+        source = training_pool(pool, labelled, cfg["pairs"].get("source", "round"))
+        write_table(work / "pairs.parquet", build_training_set(cfg["objective"], source, cfg["pairs"], round_seed,
                                                                 newest=set(labelled["sequence"])))
     pairs = read_table(work / "pairs.parquet")
 
@@ -153,6 +171,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         "oracle_calls": oracle_log["oracle_calls"],
         "diagnostic_oracle_calls": oracle_log["diagnostic_calls"],
         "num_candidates": int(len(candidates)),
+        # n minus the labels paid for: > 0 only when the round had fewer than n new valid candidates
+        "labels_short": int(cfg["selection"]["num_to_label"] - oracle_log["oracle_calls"]),
         "num_pairs": int(len(pairs)),
         "generation": generation_metrics(candidates),
         "labelled": labelled_metrics(labelled),

@@ -135,3 +135,58 @@ def test_changed_settings_start_a_run_over_but_more_rounds_extend_it(copy_model,
     history = run_llome(changed, function=f, seed_table=seed_table, round_zero_dir=round_zero,
                         run_dir=tmp_path / "run", seed=0, progress=False)
     assert all(m["oracle_calls"] <= 5 for m in history)
+
+
+def _candidates(logliks, sequences=None):
+    sequences = sequences or [(i, i) for i in range(len(logliks))]
+    return pd.DataFrame({"sequence": sequences, "status": "valid", "loglik": logliks})
+
+
+def test_selection_spends_all_n_labels_when_it_has_n_new_candidates():
+    from llome.loop import select_candidates
+
+    pool = pd.DataFrame({"sequence": [(0, 0), (1, 1)], "score": [0.1, 0.2]})
+    selection = {"likelihood_quantile": 0.6, "num_to_label": 5}
+    # 7 candidates, 2 already labelled: exactly n = 5 new ones, so no likelihood filter and all are labelled
+    chosen = select_candidates(_candidates([-1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0]), pool, selection, seed=0)
+    assert sorted(chosen["sequence"]) == [(i, i) for i in range(2, 7)]
+    # 10 new candidates: the 60% quantile would keep 4 (< n), so the 5 most likely are kept instead
+    chosen = select_candidates(_candidates([-float(i) for i in range(12)]), pool, selection, seed=0)
+    assert sorted(chosen["sequence"]) == [(i, i) for i in range(2, 7)]
+    # 30 new candidates: the filter keeps the top 40% (12), of which 5 are sampled
+    many = select_candidates(_candidates([-float(i) for i in range(32)]), pool, selection, seed=0)
+    assert len(many) == 5 and all(2 <= s[0] < 14 for s in many["sequence"])
+    # fewer new candidates than n: every one of them, and no more
+    few = select_candidates(_candidates([-1.0, -2.0, -3.0]), pool, selection, seed=0)
+    assert sorted(few["sequence"]) == [(2, 2)]
+
+
+def test_duplicates_and_invalid_candidates_are_never_paid_for():
+    from llome.loop import select_candidates
+
+    table = _candidates([-1.0, -0.5, -2.0, -3.0], [(5, 5), (5, 5), (6, 6), (7, 7)])
+    table.loc[3, "status"] = "out_of_range"
+    chosen = select_candidates(table, pd.DataFrame({"sequence": [], "score": []}),
+                               {"likelihood_quantile": 0.6, "num_to_label": 10}, seed=0)
+    assert sorted(chosen["sequence"]) == [(5, 5), (6, 6)]
+    assert chosen.set_index("sequence").loc[[(5, 5)], "loglik"].item() == -0.5  # the likelier copy is kept
+
+
+def test_round_pairs_come_from_the_round_alone_or_from_history():
+    from llome.loop import training_pool
+
+    pool = pd.DataFrame({"sequence": [(0, 0)], "score": [0.1]})
+    labelled = pd.DataFrame({"sequence": [(1, 1), (2, 2)], "score": [0.2, 0.3], "loglik": [-1.0, -2.0]})
+    assert list(training_pool(pool, labelled, "round")["sequence"]) == [(1, 1), (2, 2)]
+    assert list(training_pool(pool, labelled, "history")["sequence"]) == [(0, 0), (1, 1), (2, 2)]
+    with pytest.raises(ValueError, match="pairs.source"):
+        training_pool(pool, labelled, "everything")
+
+
+@pytest.mark.parametrize("objective", ["sft", "marge", "dpo"])
+def test_a_round_that_labelled_nothing_builds_no_pairs_instead_of_failing(objective):
+    from llome.jobs import build_training_set
+
+    empty = pd.DataFrame({"sequence": [], "score": []})
+    cfg = {"max_distance": 0.25, "num_neighbors": 30, "infeasible_fraction": 0.1, "max_pairs": None}
+    assert len(build_training_set(objective, empty, cfg, seed=0)) == 0

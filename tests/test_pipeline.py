@@ -109,11 +109,15 @@ def test_a_changed_module_names_exactly_the_stages_that_run_it(smoke_run, module
 def test_second_repro_does_nothing_and_one_param_reruns_only_its_method(smoke_run):
     workdir, _ = smoke_run
     assert "up to date" in _dvc(workdir, "status").lower() or _dvc(workdir, "status").strip() == ""
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    original = (workdir / "params.yaml").read_text()
+    params = yaml.safe_load(original)
     params["profiles"]["smoke"]["llome"]["methods"]["dpo"]["train"]["learning_rate"] = 3.5e-4
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _dvc(workdir, "repro", "params")
     assert _changed_stages(workdir) == {"llome@dpo"}  # figures follows once llome@dpo's outputs change
+    (workdir / "params.yaml").write_text(original)
+    _dvc(workdir, "repro", "params")
+    assert _changed_stages(workdir) == set()
 
 
 def test_an_upstream_setting_reruns_and_rebuilds_everything_downstream(smoke_run):
