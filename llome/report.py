@@ -11,6 +11,7 @@ import pandas as pd
 
 from llome.io import atomic_path, read_table, write_csv, write_json
 from llome.metrics import calibration
+from llome.provenance import file_digest, make_record, write_record
 from llome.plots import (per_round_medians, plot_calibration, plot_difficulty, plot_regret, plot_round_panels,
                          regret_bands, regret_on_grid)
 
@@ -48,6 +49,14 @@ def run_summary(trace: pd.DataFrame, optimum: float = 1.0) -> dict:
         "num_seeds": int(len(table)),
         "per_seed": per_seed,
     }
+
+
+def short_rounds(rounds: pd.DataFrame) -> list[dict]:
+    """The rounds that paid for fewer than n labels because they had fewer new valid candidates."""
+    if "labels_short" not in rounds.columns:
+        return []
+    short = rounds[rounds["labels_short"] > 0]
+    return [{"seed": int(r.seed), "round": int(r.round), "labels_short": int(r.labels_short)} for r in short.itertuples()]
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -109,14 +118,23 @@ def build_report(cfg: dict, data_dir, figures_dir, plots_dir, summary_path, repo
     write_csv(plots_dir / "difficulty.csv", difficulty)
     figures.append(plot_difficulty(difficulty, ga_difficulty, figures_dir / "difficulty.png"))
 
+    methods = {method: run_summary(rows) for method, rows in trace.groupby("method", sort=True)}
+    for method, summary_of_method in methods.items():
+        if method.startswith("llome_"):
+            summary_of_method["short_rounds"] = short_rounds(rounds[rounds["method"] == method])
     summary = {
         "function": name,
         "profile": cfg["profile"],
         "oracle_budget": budget,
-        "methods": {method: run_summary(rows) for method, rows in trace.groupby("method", sort=True)},
+        "methods": methods,
         "calibration_spearman": correlations,
     }
     write_json(summary_path, summary)
+    inputs = [data_dir / "ga_baseline" / "regret.csv", data_dir / "test_functions" / "difficulty.csv",
+              data_dir / "ga_difficulty" / "ga_difficulty.csv"]
+    inputs += [data_dir / "llome" / m / f for m in cfg["methods"] for f in ("regret.csv", "rounds.csv")]
+    write_record(plots_dir, make_record(cfg, code=[__name__],
+                                        inputs={str(p.relative_to(data_dir)): file_digest(p) for p in inputs}))
     write_html_report(summary, figures, report_path)
     return summary, figures
 
