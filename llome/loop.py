@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,7 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
             log.warning("round %d: no pairs to train on; the model is carried over unchanged", index)
             shutil.copytree(prev_model_dir, work / "model")
         else:
-            trained = train(cfg["objective"], pairs, cfg["train"], work / "job", round_seed,
+            trained = train(cfg["objective"], pairs, {**cfg["train"], "disable_tqdm": not progress}, work / "job", round_seed,
                             model_dir=prev_model_dir, launcher=cfg.get("launcher"))
             trained.rename(work / "model")
         shutil.rmtree(work / "job", ignore_errors=True)
@@ -195,7 +196,9 @@ def run_llome(cfg: dict, *, function, seed_table: pd.DataFrame, round_zero_dir: 
     pool = seed_table[["sequence", "score"]].copy()
     prev_model_dir, prev_pairs, prev_distance = Path(round_zero_dir) / "model", read_table(Path(round_zero_dir) / "pairs.parquet"), None
     history = []
+    best = float(np.max(seed_table["score"], initial=-np.inf))
     for index in range(1, cfg["rounds"] + 1):
+        started = time.perf_counter()
         metrics = run_round(index, run_dir=run_dir, cfg=cfg, function=function, pool=pool,
                             prev_model_dir=prev_model_dir, prev_pairs=prev_pairs,
                             prev_mean_distance=prev_distance, seed=seed, progress=progress)
@@ -205,6 +208,10 @@ def run_llome(cfg: dict, *, function, seed_table: pd.DataFrame, round_zero_dir: 
         pool = pd.concat([pool, labelled[["sequence", "score"]]], ignore_index=True)
         prev_model_dir, prev_pairs = done / "model", read_table(done / "pairs.parquet")
         prev_distance = metrics["generation"].get("mean_distance")
+        best = max(best, float(np.max(labelled["score"], initial=-np.inf)))
+        log.info("%s seed %d round %d/%d: %d candidates, %d labelled, best f so far %.4f (%.0f s)",
+                 cfg.get("method", ""), seed, index, cfg["rounds"], metrics["num_candidates"], metrics["oracle_calls"],
+                 best, time.perf_counter() - started)
     return history
 
 

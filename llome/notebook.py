@@ -4,18 +4,50 @@
 
 writes reports/02_seed_data.ipynb and reports/02_seed_data.html (with `--name`, another stem, e.g. one
 per method). Both are written atomically: a failed run leaves the previous report in place.
+
+The notebook runs on this interpreter, whatever kernels the machine has installed, and with
+`progress = False`: the executed copy keeps a few log lines per stage instead of pages of progress bars.
+Opened by hand in JupyterLab, a notebook shows its progress bars and writes under scratch/.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import sys
+import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from llome.io import atomic_path
+
+
+KERNEL_NAME = "llome-this-interpreter"
+
+
+@contextmanager
+def this_interpreter_kernel():
+    """A kernel spec for sys.executable, found before any installed one, for as long as the block runs."""
+    with tempfile.TemporaryDirectory(prefix="llome-kernel-") as root:
+        spec = Path(root) / "kernels" / KERNEL_NAME
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"llome ({sys.executable})", "language": "python"}))
+        previous = os.environ.get("JUPYTER_PATH")
+        os.environ["JUPYTER_PATH"] = root if previous is None else root + os.pathsep + previous
+        try:
+            yield KERNEL_NAME
+        finally:
+            if previous is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = previous
 
 
 def run_notebook(notebook: str | Path, parameters: dict, reports_dir: str | Path = "reports",
@@ -33,14 +65,35 @@ def run_notebook(notebook: str | Path, parameters: dict, reports_dir: str | Path
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     executed = reports_dir / f"{stem}.ipynb"
-    with atomic_path(executed) as tmp:
-        # "python3" is the kernel of the interpreter running this, i.e. the project's environment.
-        papermill.execute_notebook(str(notebook), str(tmp), parameters=parameters, kernel_name="python3",
+    parameters = {"progress": False, **parameters}
+    with atomic_path(executed) as tmp, this_interpreter_kernel() as kernel:
+        papermill.execute_notebook(str(notebook), str(tmp), parameters=parameters, kernel_name=kernel,
                                    cwd=str(Path.cwd()), log_output=log_output, progress_bar=False)
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
     with atomic_path(reports_dir / f"{stem}.html") as tmp:
         tmp.write_text(body)
     return executed
+
+
+def setup(progress: bool = True) -> Path:
+    """A notebook's first call: work from the project root, show the library's log lines, readable tables."""
+    import pandas as pd
+
+    root = enter_project_root()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("llome")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    pd.set_option("display.width", 160)
+    pd.set_option("display.max_columns", 30)
+    pd.set_option("display.precision", 4)
+    if not progress:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it for every bar, the trainers' included
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    return root
 
 
 def enter_project_root() -> Path:

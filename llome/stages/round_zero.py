@@ -10,7 +10,7 @@ from llome.round_zero import run_round_zero
 from llome.stages.common import load_function, read_seed_table, seed_dir
 
 
-def round_zero(cfg: dict, seed_data_dir: Path, out_dir: Path) -> pd.DataFrame:
+def round_zero(cfg: dict, seed_data_dir: Path, out_dir: Path, progress: bool = True) -> pd.DataFrame:
     """One model per seed under `out_dir/seed_<s>/`; a seed whose provenance still matches is reused."""
     function = load_function(cfg["function"])
     rows = []
@@ -18,6 +18,6 @@ def round_zero(cfg: dict, seed_data_dir: Path, out_dir: Path) -> pd.DataFrame:
         metrics = run_round_zero(read_seed_table(seed_data_dir, seed), model_cfg=cfg["model"],
                                  pairs_cfg=cfg["pairs"], train_cfg=cfg["train"], num_states=function.num_states,
                                  out_dir=seed_dir(out_dir, seed), seed=seed, launcher=cfg.get("launcher"),
-                                 stage_cfg=cfg)
+                                 stage_cfg=cfg, progress=progress)
         rows.append({"seed": seed, **metrics})
     return pd.DataFrame(rows)
