@@ -232,7 +232,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
             shutil.copytree(prev_model_dir, work / "model")
         else:
             trained = train(cfg["objective"], pairs, cfg["train"], work / "job", round_seed,
-                            model_dir=prev_model_dir, launcher=cfg.get("launcher"))
+                            model_dir=prev_model_dir, launcher=cfg.get("launcher"),
+                            num_states=function.num_states)  # for checkpoint selection's gates
             trained.rename(work / "model")
         shutil.rmtree(work / "job", ignore_errors=True)
 
