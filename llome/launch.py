@@ -59,7 +59,8 @@ def write_job(job_dir: Path, *, objective: str, model_dir: Path, table: pd.DataF
 
 
 def run_job(job_dir: Path) -> Path:
-    """Train as job.json says; the trained model and tokenizer land in job_dir/model."""
+    """Train as job.json says; the trained model and tokenizer land in job_dir/model, with the run's records
+    (train_log.csv, and checkpoints.csv when it selected a checkpoint, see llome.train)."""
     from llome.models import build_model_and_tokenizer, load_model_and_tokenizer, save_model_and_tokenizer
     from llome.train import CHECKPOINTS_FILE, TRAIN_LOG_FILE, train_dpo, train_marge, train_sft
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 from llome.checkpoints import CheckpointSelector, EvenEvaluations
 from llome.marge import MargEConfig, MargETrainer
 from llome.text import format_completion, format_prompt
+
+logger = logging.getLogger(__name__)
 
 DPO_DEFAULTS: dict[str, Any] = {"beta": 0.4}  # the authors' value
 MARGE_DEFAULTS: dict[str, Any] = {"alpha": 1.0, "beta": 10.0, "self_normalize": True}  # the authors' values
@@ -275,11 +278,15 @@ def _evaluation_plan(table: pd.DataFrame, cfg, tokenizer):
     training, held_out = split_held_out(table, config.eval_fraction, config.seed)
     if held_out.empty:
         if config.select_checkpoint:
-            raise ValueError(f"select_checkpoint needs held-out rows, but {len(table)} row(s) leave none to hold out")
+            # A round may label too little to hold anything out; it trains on what it has rather than fail.
+            logger.warning("checkpoint selection skipped: %d row(s) leave none to hold out", len(table))
         return training, None, [], None
     selector = None
     if config.select_checkpoint:
-        lengths = {len(x) for x in table["x"]}
+        try:
+            lengths = {len(x) for x in table["x"]}
+        except TypeError as error:
+            raise ValueError(f"column 'x' must hold sequences: {error}") from error
         if len(lengths) != 1:
             raise ValueError(f"checkpoint selection needs inputs of one length, got lengths {sorted(lengths)}")
         selector = CheckpointSelector(held_out["x"], dim=lengths.pop(), num_states=config.num_states,

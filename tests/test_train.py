@@ -407,9 +407,14 @@ def test_the_marge_log_keeps_both_terms_and_the_effective_sample_size(tokenizer,
     assert not (tmp_path / "checkpoints.csv").exists()  # evaluated, but nothing selected
 
 
-def test_no_held_out_rows_means_no_evaluation(tokenizer, pairs, tmp_path):
-    train_sft(_model(tokenizer), tokenizer, pairs, {**CFG, "eval_fraction": 0}, tmp_path)
-    assert "eval_loss" not in pd.read_csv(tmp_path / "train_log.csv").columns
+def test_no_held_out_rows_means_no_evaluation(tokenizer, pairs, tmp_path, caplog):
+    train_sft(_model(tokenizer), tokenizer, pairs, {**CFG, "eval_fraction": 0}, tmp_path / "none")
+    assert "eval_loss" not in pd.read_csv(tmp_path / "none" / "train_log.csv").columns
+    # a single pair leaves nothing to hold out: selection steps aside instead of failing the round
+    train_sft(_model(tokenizer), tokenizer, pairs.head(1), SELECT, tmp_path / "one")
+    assert "eval_loss" not in pd.read_csv(tmp_path / "one" / "train_log.csv").columns
+    assert not (tmp_path / "one" / "checkpoints.csv").exists()
+    assert "checkpoint selection skipped" in caplog.text
 
 
 def test_a_job_selects_checkpoints_from_round_one_on():
