@@ -77,7 +77,7 @@ class TrainConfig:
     # Held-out evaluation and checkpoint choice (see the module docstring); not TrainingArguments settings.
     eval_fraction: float = 0.05  # the authors' 5%; 0 holds nothing out and never evaluates
     num_evals: int = 10
-    select_checkpoint: bool = False
+    select_checkpoint: bool = False  # llome.launch turns it on for rounds >= 1
     max_eval_prompts: int = 64  # held-out prompts decoded per evaluation for the gates
     num_states: int | None = None  # alphabet size, for the gates' range check; needed by select_checkpoint
     extra: Mapping[str, Any] = field(default_factory=dict)
