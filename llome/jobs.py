@@ -40,7 +40,7 @@ def build_training_set(objective: str, pool: pd.DataFrame, pairs_cfg: dict, seed
     X, scores = as_int_array(pool["sequence"]), pool["score"].to_numpy(np.float64)
     common = dict(max_distance=pairs_cfg["max_distance"], num_neighbors=pairs_cfg["num_neighbors"], seed=seed)
     if objective == "dpo":
-        table = make_dpo_triples(X, scores, **common)
+        table = make_dpo_triples(X, scores, infeasible_fraction=pairs_cfg["infeasible_fraction"], **common)
     else:
         table = make_pairs(X, scores, infeasible_fraction=pairs_cfg["infeasible_fraction"],
                            allow_equal_scores=False, **common)

@@ -12,6 +12,7 @@ trains and saves the model into DIR/model.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,9 +59,10 @@ def write_job(job_dir: Path, *, objective: str, model_dir: Path, table: pd.DataF
 
 
 def run_job(job_dir: Path) -> Path:
-    """Train as job.json says; the trained model and tokenizer land in job_dir/model."""
+    """Train as job.json says; the trained model and tokenizer land in job_dir/model, with the run's records
+    (train_log.csv, and checkpoints.csv when it selected a checkpoint, see llome.train)."""
     from llome.models import build_model_and_tokenizer, load_model_and_tokenizer, save_model_and_tokenizer
-    from llome.train import train_dpo, train_marge, train_sft
+    from llome.train import CHECKPOINTS_FILE, TRAIN_LOG_FILE, train_dpo, train_marge, train_sft
 
     job_dir = Path(job_dir)
     job = read_json(job_dir / "job.json")
@@ -71,17 +73,30 @@ def run_job(job_dir: Path) -> Path:
         model, tokenizer = load_model_and_tokenizer(job["model_dir"])
     checkpoints = job_dir / "checkpoints"
     objective = job["objective"]
+    train_cfg = job_train_config(job)
     if objective == "sft":
-        model = train_sft(model, tokenizer, table, job["train"], checkpoints)
+        model = train_sft(model, tokenizer, table, train_cfg, checkpoints)
     elif objective in ("marge", "dpo"):
         reference, _ = load_model_and_tokenizer(job["model_dir"])
         trainer = train_marge if objective == "marge" else train_dpo
-        model = trainer(model, reference, tokenizer, table, job["train"], checkpoints)
+        model = trainer(model, reference, tokenizer, table, train_cfg, checkpoints)
     else:
         raise ValueError(f"unknown objective {objective!r} in {job_dir / 'job.json'}")
     if _is_main_process():
         save_model_and_tokenizer(model, tokenizer, job_dir / "model")
+        for name in (TRAIN_LOG_FILE, CHECKPOINTS_FILE):  # the run's records travel with its model
+            if (checkpoints / name).is_file():
+                shutil.copyfile(checkpoints / name, job_dir / "model" / name)
     return job_dir / "model"
+
+
+def job_train_config(job: dict) -> dict:
+    """The job's training settings over two defaults: the alphabet size the job knows, and checkpoint selection
+    (PAPER.md section 4, step 4) on for every round that continues a model (round >= 1), off for round 0."""
+    defaults = {"select_checkpoint": job["model_spec"] is None}
+    if job.get("num_states") is not None:
+        defaults["num_states"] = job["num_states"]
+    return {**defaults, **job["train"]}
 
 
 def run_launched(launcher: dict, job_dir: Path) -> Path:

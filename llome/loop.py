@@ -159,8 +159,9 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
             log.warning("round %d: no pairs to train on; the model is carried over unchanged", index)
             shutil.copytree(prev_model_dir, work / "model")
         else:
-            trained = train(cfg["objective"], pairs, {**cfg["train"], "disable_tqdm": not progress}, work / "job", round_seed,
-                            model_dir=prev_model_dir, launcher=cfg.get("launcher"))
+            trained = train(cfg["objective"], pairs, {**cfg["train"], "disable_tqdm": not progress}, work / "job",
+                            round_seed, model_dir=prev_model_dir, launcher=cfg.get("launcher"),
+                            num_states=function.num_states)  # for checkpoint selection's gates
             trained.rename(work / "model")
         shutil.rmtree(work / "job", ignore_errors=True)
 

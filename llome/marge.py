@@ -1,14 +1,22 @@
 """MargE (Margin-Aligned Expectation), PAPER.md section 5, as a transformers Trainer in TRL's style.
 
 MargE pulls the policy pi_theta towards the reward distribution p_r(y) ∝ exp(r) while keeping it close to a frozen
-reference pi_ref (the previous round's model). With l = lp(y|x) / |y| the mean completion log-probability, each
-pair (x, y, r) contributes
+reference pi_ref (the previous round's model). With lp the summed and l = lp / |y| the mean completion
+log-probability, a batch of pairs (x_i, y_i, r_i) drawn near pi_ref gives
 
-    loss_i = alpha * w_i * (l_theta_i - r_i) - beta * l_theta_i,     w_i = exp(lp_theta_i - lp_ref_i),
+    loss = alpha * sum_i w~_i (l_theta_i - r_i) - beta * mean_i l_theta_i,
+    w_i = exp(lp_theta_i - lp_ref_i),    w~_i = w_i / sum_j w_j.
 
-where w is self-normalised over the batch (w_i / sum_j w_j) when asked, and is NOT detached: the gradient flows
-through the importance weights too. With a batch of one, self-normalised weights are always exactly 1 and the
-reward drops out of the gradient, so that configuration is refused.
+The first term estimates alpha * KL(pi_theta || p_r) (up to a constant) by self-normalised importance sampling: a
+weighted average, so a SUM over the normalised weights. Without self-normalisation it is the plain importance
+sampling estimate alpha * mean_i w_i (l_theta_i - r_i). The second term estimates beta * KL(pi_ref || pi_theta)
+(up to a constant) as a plain mean. The weights are NOT detached: the gradient flows through them too.
+
+`reward_reduction="mean"` reproduces an earlier estimator of this project, alpha * mean_i w~_i (l_theta_i - r_i),
+which divides the self-normalised reward term by the batch size; it is kept for the ablation only.
+
+With a batch of one, self-normalised weights are always exactly 1 and the reward drops out of the gradient, so that
+configuration is refused.
 
 The dataset has columns "prompt", "completion" (text, see llome.text) and "reward". Completions are scored with
 the tokenizer's eos token appended, as in SFT and DPO, so the model keeps learning where a proposal ends.
@@ -44,6 +52,34 @@ def effective_sample_size(weights: torch.Tensor) -> torch.Tensor:
     return weights.sum() ** 2 / (weights**2).sum()
 
 
+REWARD_REDUCTIONS = ("sum", "mean")
+
+
+def marge_terms(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    completion_lengths: torch.Tensor,
+    rewards: torch.Tensor,
+    self_normalize: bool = True,
+    reward_reduction: str = "sum",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two estimates MargE weighs, before alpha and beta: (reward estimate, likelihood estimate).
+
+    reward estimate: sum_i w~_i (l_i - r_i) when self-normalised, mean_i w_i (l_i - r_i) otherwise; with
+    reward_reduction="mean" the self-normalised sum is divided by the batch size (the old estimator).
+    likelihood estimate: mean_i l_i. Arguments are 1-D tensors over the batch; the log-probs are summed ones.
+    """
+    _check_batch(policy_logps=policy_logps, ref_logps=ref_logps, completion_lengths=completion_lengths, rewards=rewards)
+    _check_reduction(self_normalize, reward_reduction)
+    weights = importance_weights(policy_logps, ref_logps, self_normalize)
+    mean_logps = policy_logps / completion_lengths
+    weighted = weights * (mean_logps - rewards)
+    # Self-normalised weights sum to 1: their weighted average is a sum. Plain weights average to 1 in
+    # expectation: their estimate is a mean. "mean" on self-normalised weights is the old estimator.
+    reward_estimate = weighted.sum() if self_normalize and reward_reduction == "sum" else weighted.mean()
+    return reward_estimate, mean_logps.mean()
+
+
 def marge_loss(
     policy_logps: torch.Tensor,
     ref_logps: torch.Tensor,
@@ -52,15 +88,18 @@ def marge_loss(
     alpha: float = 1.0,
     beta: float = 10.0,
     self_normalize: bool = True,
+    reward_reduction: str = "sum",
 ) -> torch.Tensor:
-    """Mean over the batch of alpha * w_i * (lp_i / len_i - r_i) - beta * lp_i / len_i.
+    """alpha * sum_i w~_i (l_i - r_i) - beta * mean_i l_i, with l_i = policy_logps_i / completion_lengths_i.
 
-    All arguments are 1-D tensors over the batch; policy_logps and ref_logps are summed completion log-probs.
+    Without self_normalize the first term is alpha * mean_i w_i (l_i - r_i); reward_reduction="mean" divides the
+    self-normalised one by the batch size (the old estimator, for the ablation). All arguments are 1-D tensors
+    over the batch; policy_logps and ref_logps are summed completion log-probs. See the module docstring.
     """
-    _check_batch(policy_logps=policy_logps, ref_logps=ref_logps, completion_lengths=completion_lengths, rewards=rewards)
-    weights = importance_weights(policy_logps, ref_logps, self_normalize)
-    mean_logps = policy_logps / completion_lengths
-    return (alpha * weights * (mean_logps - rewards) - beta * mean_logps).mean()
+    reward_estimate, likelihood_estimate = marge_terms(
+        policy_logps, ref_logps, completion_lengths, rewards, self_normalize, reward_reduction
+    )
+    return alpha * reward_estimate - beta * likelihood_estimate
 
 
 def completion_logps(
@@ -122,6 +161,13 @@ class MargEConfig(TrainingArguments):
     self_normalize: bool = field(
         default=True, metadata={"help": "Normalise the importance weights over each per-device batch."}
     )
+    reward_reduction: str = field(
+        default="sum",
+        metadata={
+            "help": "sum: the paper's self-normalised estimate sum_i w~_i (l_i - r_i); mean: the old estimator, "
+            "divided by the batch size (ablation only; needs self_normalize)."
+        },
+    )
     disable_dropout: bool = field(
         default=True, metadata={"help": "Zero dropout in both models, so log-probs are not noisy."}
     )
@@ -133,6 +179,7 @@ class MargEConfig(TrainingArguments):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"MargEConfig.{name} must be a finite number >= 0, got {value!r}")
+        _check_reduction(self.self_normalize, self.reward_reduction)
         if self.self_normalize and self.per_device_train_batch_size < 2:
             raise ValueError(
                 f"per_device_train_batch_size={self.per_device_train_batch_size} with self_normalize=True: "
@@ -143,7 +190,13 @@ class MargEConfig(TrainingArguments):
 
 
 class MargETrainer(Trainer):
-    """Trainer whose loss is MargE against a frozen reference model; logs the weights' effective sample size."""
+    """Trainer whose loss is MargE against a frozen reference model.
+
+    Besides the loss it logs, averaged over the steps since the last log (prefixed "eval_" in evaluation):
+    marge/reward_term (alpha times the reward estimate) and marge/likelihood_term (-beta times the likelihood
+    estimate), which add up to the loss; marge/ess and marge/ess_fraction, the importance weights' effective
+    sample size and its share of the batch; marge/log_ratio, marge/mean_logp and marge/reward.
+    """
 
     # compute_loss returns a per-micro-batch mean, so Trainer must divide it by the accumulation steps.
     loss_is_scaled_for_ga = False
@@ -221,19 +274,18 @@ class MargETrainer(Trainer):
         with torch.no_grad():
             ref_logps, _ = completion_logps(self.ref_model, *sequence)
         args = self.args
-        loss = marge_loss(
-            policy_logps,
-            ref_logps,
-            lengths,
-            inputs["rewards"],
-            alpha=args.alpha,
-            beta=args.beta,
-            self_normalize=args.self_normalize,
+        reward_estimate, likelihood_estimate = marge_terms(
+            policy_logps, ref_logps, lengths, inputs["rewards"], args.self_normalize, args.reward_reduction
         )
+        reward_term, likelihood_term = args.alpha * reward_estimate, -args.beta * likelihood_estimate
+        loss = reward_term + likelihood_term
 
         with torch.no_grad():
             weights = importance_weights(policy_logps, ref_logps, args.self_normalize)
             metrics = self._metrics[mode]
+            # The loss is the sum of these two; logged apart to see which one drives training.
+            metrics["marge/reward_term"].append(reward_term.item())
+            metrics["marge/likelihood_term"].append(likelihood_term.item())
             metrics["marge/ess"].append(effective_sample_size(weights).item())
             metrics["marge/ess_fraction"].append(effective_sample_size(weights).item() / len(weights))
             metrics["marge/log_ratio"].append((policy_logps - ref_logps).mean().item())
@@ -264,6 +316,16 @@ def _check_batch(**tensors: torch.Tensor) -> None:
         sizes.add(tensor.shape[0])
     if len(sizes) != 1 or 0 in sizes:
         raise ValueError(f"marge_loss needs non-empty tensors of one batch size, got sizes {sorted(sizes)}")
+
+
+def _check_reduction(self_normalize: bool, reward_reduction: str) -> None:
+    if reward_reduction not in REWARD_REDUCTIONS:
+        raise ValueError(f"reward_reduction must be one of {REWARD_REDUCTIONS}, got {reward_reduction!r}")
+    if reward_reduction == "mean" and not self_normalize:
+        raise ValueError(
+            "reward_reduction='mean' only changes the self-normalised estimator; with self_normalize=False the "
+            "reward term is mean_i w_i (l_i - r_i) either way"
+        )
 
 
 def _disable_dropout(model: torch.nn.Module) -> None:

@@ -419,61 +419,74 @@ def make_pairs(
     )
 
 
-def _one_random_edge_per_row(rows, cols, mask, noise):
-    """For every row with at least one edge in mask, the column of a uniformly chosen such edge."""
-    rows, cols, noise = rows[mask], cols[mask], noise[mask]
-    order = np.lexsort((noise, rows))
-    rows, cols = rows[order], cols[order]
-    first = np.ones(len(rows), dtype=bool)
-    first[1:] = rows[1:] != rows[:-1]
-    return rows[first], cols[first]
-
-
 def make_dpo_triples(
     sequences,
     scores,
     *,
     max_distance: float = 0.25,
     num_neighbors: int | None = 30,
+    infeasible_fraction: float = 0.1,
     max_triples: int | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """DPO triples (x, y_w, y_l) from the neighbourhoods make_pairs uses.
+    """DPO triples (x, y_w, y_l) from the neighbourhoods make_pairs uses (PAPER.md section 4, step 3).
 
-    For each distinct x whose neighbourhood (its num_neighbors nearest within max_distance) holds
-    both a better sequence (score > x's) and one that is not better (score <= x's, infeasible
-    included), one triple is drawn: y_w uniformly among the better ones, y_l uniformly among the
-    others. So there is at most one triple per x, and y_w != y_l. With max_triples, a seeded
-    uniform subset of that many triples is kept. Rows are in lexicographic order of x.
+    For each distinct x, its neighbourhood is its num_neighbors nearest sequences within max_distance (None:
+    all of them). Every neighbour y_w that beats x (score > x's) is paired with every neighbour y_l that does not
+    (score <= x's, infeasible included): all combinations. Each y_w also gets a triple (x, y_w, x) whose rejected
+    answer is a copy of the prompt, so the model is taught not to repeat its input. An x with k winners and m
+    other neighbours gives k * (m + 1) triples, up to num_neighbors**2: mind the size.
+
+    Triples holding an infeasible sequence are subsampled (seeded) to at most infeasible_fraction of the rows, as
+    in make_pairs; then, with max_triples, a seeded uniform subset of that many is kept. Rows are in lexicographic
+    order of (x, y_w, y_l) as sequences, so the result does not depend on the input order.
     """
     max_distance = _check_fraction(max_distance, "max_distance")
     num_neighbors = _check_count(num_neighbors, "num_neighbors", allow_none=True, minimum=0)
+    infeasible_fraction = _check_fraction(infeasible_fraction, "infeasible_fraction")
     max_triples = _check_count(max_triples, "max_triples", allow_none=True, minimum=0)
     rng = np.random.default_rng(_check_seed(seed))
     pool, values = unique_pool(sequences, scores)
     if len(pool) < 2:
         return _empty_frame(TRIPLE_COLUMNS)
     rows, cols, _ = nearest_neighbours(pool, max_mismatches(max_distance, pool.shape[1]), num_neighbors)
-    noise = rng.random(len(rows))
     better = values[cols] > values[rows]
-    winner_rows, winners = _one_random_edge_per_row(rows, cols, better, noise)
-    loser_rows, losers = _one_random_edge_per_row(rows, cols, ~better, noise)
-    inputs, at_winner, at_loser = np.intersect1d(winner_rows, loser_rows, assume_unique=True, return_indices=True)
-    winners, losers = winners[at_winner], losers[at_loser]
+    winners = pd.DataFrame({"x": rows[better], "y_w": cols[better]})
+    losers = pd.DataFrame({"x": rows[~better], "y_l": cols[~better]})
+    combinations = winners.merge(losers, on="x", how="inner")
+    copies = winners.assign(y_l=winners["x"])
+    triples = pd.concat([combinations, copies], ignore_index=True)
+    inputs, chosen, rejected = (triples[c].to_numpy(np.int64) for c in ("x", "y_w", "y_l"))
+    # unique_pool sorts the pool lexicographically, so index order is sequence order.
+    order = np.lexsort((rejected, chosen, inputs))
+    inputs, chosen, rejected = inputs[order], chosen[order], rejected[order]
+
+    # y_w beats x, so it is feasible whenever the triple holds an infeasible sequence elsewhere too.
+    infeasible = np.isneginf(values[inputs]) | np.isneginf(values[rejected])
+    allowed = _largest_allowed_infeasible(int((~infeasible).sum()), int(infeasible.sum()), infeasible_fraction)
+    keep = ~infeasible
+    keep[np.sort(rng.choice(np.flatnonzero(infeasible), size=allowed, replace=False))] = True
+    total = len(inputs)
+    inputs, chosen, rejected = inputs[keep], chosen[keep], rejected[keep]
     if max_triples is not None and len(inputs) > max_triples:
         kept = np.sort(rng.choice(len(inputs), size=max_triples, replace=False))
-        inputs, winners, losers = inputs[kept], winners[kept], losers[kept]
+        inputs, chosen, rejected = inputs[kept], chosen[kept], rejected[kept]
+    log.info(
+        "make_dpo_triples: %d unique sequences, %d triples (%d copies of the prompt as rejected), "
+        "%d of %d with an infeasible sequence kept, %d returned",
+        len(pool), total, len(copies), allowed, int(infeasible.sum()), len(inputs),
+    )
     if len(inputs) == 0:
         return _empty_frame(TRIPLE_COLUMNS)
     sequence = as_tuples(pool)
     return pd.DataFrame(
         {
             "x": [sequence[i] for i in inputs],
-            "y_w": [sequence[i] for i in winners],
-            "y_l": [sequence[i] for i in losers],
+            "y_w": [sequence[i] for i in chosen],
+            "y_l": [sequence[i] for i in rejected],
             "x_score": values[inputs],
-            "y_w_score": values[winners],
-            "y_l_score": values[losers],
+            "y_w_score": values[chosen],
+            "y_l_score": values[rejected],
         }
     )
 

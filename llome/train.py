@@ -5,6 +5,14 @@ directory, and returns the trained model. The config is a `TrainConfig` or a dic
 carry any field of the trainer's own config class (DPOConfig's `beta`, MargEConfig's `alpha`, `beta`,
 `self_normalize`, or any TrainingArguments field), which is checked against that class.
 
+Held-out pairs and checkpoint choice (PAPER.md section 4, step 4): `eval_fraction` of the rows (at least one; 0
+turns it off) is held out and evaluated `num_evals` times, evenly over the run. With `select_checkpoint`, the
+returned (and saved) model is the lowest-eval-loss evaluated checkpoint whose greedy generations pass the gates of
+llome.checkpoints; that needs `num_states`, the sequences' alphabet size. Each run writes, beside the final model
+in `output_dir`: `train_log.csv`, the Trainer's log history (loss, learning_rate, grad_norm, eval_loss, the MargE
+terms, epoch, step), and with selection `checkpoints.csv`, one row per evaluation with its gate numbers and which
+one was chosen.
+
 Checkpoints go to `output_dir/checkpoint-<step>` every `save_steps` steps and at the end, and a call whose
 `output_dir` already holds a checkpoint resumes from the latest one: an interrupted run picks up where it
 stopped, and a finished one reloads its final weights without training again. The final model and tokenizer are
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,14 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
 from transformers.utils import logging as transformers_logging
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+from llome.checkpoints import CheckpointSelector, EvenEvaluations
 from llome.marge import MargEConfig, MargETrainer
 from llome.text import format_completion, format_prompt
+
+logger = logging.getLogger(__name__)
 
 DPO_DEFAULTS: dict[str, Any] = {"beta": 0.4}  # the authors' value
 MARGE_DEFAULTS: dict[str, Any] = {"alpha": 1.0, "beta": 10.0, "self_normalize": True}  # the authors' values
@@ -61,7 +74,32 @@ class TrainConfig:
     activation_checkpointing: bool = False  # the current name of gradient_checkpointing
     disable_tqdm: bool = False
     dataloader_num_workers: int = 0
+    # Held-out evaluation and checkpoint choice (see the module docstring); not TrainingArguments settings.
+    eval_fraction: float = 0.05  # the authors' 5%; 0 holds nothing out and never evaluates
+    num_evals: int = 10
+    select_checkpoint: bool = False  # llome.launch turns it on for rounds >= 1
+    max_eval_prompts: int = 64  # held-out prompts decoded per evaluation for the gates
+    num_states: int | None = None  # alphabet size, for the gates' range check; needed by select_checkpoint
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        fraction = self.eval_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+            raise ValueError(f"eval_fraction must be a number in [0, 1), got {fraction!r}")
+        for name in ("num_evals", "max_eval_prompts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_states is not None and (
+            isinstance(self.num_states, bool) or not isinstance(self.num_states, int) or self.num_states < 1
+        ):
+            raise ValueError(f"num_states must be a positive integer or None, got {self.num_states!r}")
+        if not isinstance(self.select_checkpoint, bool):
+            raise ValueError(f"select_checkpoint must be true or false, got {self.select_checkpoint!r}")
+        if self.select_checkpoint and fraction == 0:
+            raise ValueError("select_checkpoint needs held-out pairs to evaluate: eval_fraction must be > 0")
+        if self.select_checkpoint and self.num_states is None:
+            raise ValueError("select_checkpoint needs num_states, the alphabet size, to check generations' range")
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any] | TrainConfig | None) -> TrainConfig:
@@ -83,6 +121,12 @@ class TrainConfig:
         return cls(**known, extra=extra)
 
 
+# TrainConfig fields that shape the run around the Trainer, not the Trainer itself.
+_RUN_FIELDS = frozenset({"extra", "eval_fraction", "num_evals", "select_checkpoint", "max_eval_prompts", "num_states"})
+TRAIN_LOG_FILE = "train_log.csv"
+CHECKPOINTS_FILE = "checkpoints.csv"
+
+
 def training_args(
     config_class: type[TrainingArguments],
     cfg: Mapping[str, Any] | TrainConfig | None,
@@ -92,8 +136,10 @@ def training_args(
 ) -> TrainingArguments:
     """`config_class` built from `cfg` over `defaults`, with `fixed` settings the trainer needs."""
     config = TrainConfig.from_mapping(cfg)
-    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "extra"}
-    settings = {**(defaults or {}), **settings, **config.extra}
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _RUN_FIELDS}
+    # Evaluation only needs the loss (not the logits gathered over the held-out set), in batches as in training.
+    evaluation = {"per_device_eval_batch_size": config.per_device_train_batch_size, "prediction_loss_only": True}
+    settings = {**evaluation, **(defaults or {}), **settings, **config.extra}
     accepted = {f.name for f in dataclasses.fields(config_class) if f.init}
     unknown = sorted(set(settings) - accepted)
     if unknown:
@@ -164,8 +210,11 @@ def train_sft(
     callbacks: list[TrainerCallback] | None = None,
 ) -> PreTrainedModel:
     """Supervised fine-tuning on (x -> y) pairs; the loss covers completion tokens (and eos) only."""
+    _check_frame(pairs, ("x", "y"), "pairs")
+    training, held_out, watchers, selector = _evaluation_plan(pairs, cfg, tokenizer)
     with _quiet(cfg), _unpatched_after([model]):
-        return _run(sft_trainer(model, tokenizer, pairs, cfg, output_dir, callbacks), output_dir)
+        trainer = sft_trainer(model, tokenizer, training, cfg, output_dir, [*(callbacks or []), *watchers], held_out)
+        return _run(trainer, output_dir, selector)
 
 
 def train_dpo(
@@ -177,9 +226,17 @@ def train_dpo(
     output_dir: str | os.PathLike,
     callbacks: list[TrainerCallback] | None = None,
 ) -> PreTrainedModel:
-    """Sigmoid DPO on (x, y_w, y_l) triples against the frozen `ref_model` (the previous round's model)."""
+    """Sigmoid DPO on (x, y_w, y_l) triples against the frozen `ref_model` (the previous round's model).
+
+    Its eval loss, for checkpoint choice, is the DPO loss on the held-out triples.
+    """
+    _check_frame(triples, ("x", "y_w", "y_l"), "triples")
+    training, held_out, watchers, selector = _evaluation_plan(triples, cfg, tokenizer)
     with _quiet(cfg), _unpatched_after([model, ref_model]):
-        return _run(dpo_trainer(model, ref_model, tokenizer, triples, cfg, output_dir, callbacks), output_dir)
+        trainer = dpo_trainer(
+            model, ref_model, tokenizer, training, cfg, output_dir, [*(callbacks or []), *watchers], held_out
+        )
+        return _run(trainer, output_dir, selector)
 
 
 def train_marge(
@@ -192,28 +249,73 @@ def train_marge(
     callbacks: list[TrainerCallback] | None = None,
 ) -> PreTrainedModel:
     """MargE on (x, y, reward) pairs against the frozen `ref_model` (the previous round's model)."""
+    _check_frame(pairs, ("x", "y", "reward"), "pairs")
+    training, held_out, watchers, selector = _evaluation_plan(pairs, cfg, tokenizer)
     with _quiet(cfg), _unpatched_after([model, ref_model]):
-        return _run(marge_trainer(model, ref_model, tokenizer, pairs, cfg, output_dir, callbacks), output_dir)
+        trainer = marge_trainer(
+            model, ref_model, tokenizer, training, cfg, output_dir, [*(callbacks or []), *watchers], held_out
+        )
+        return _run(trainer, output_dir, selector)
+
+
+def split_held_out(table: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded random `fraction` of the rows held out (at least one, and at least one left to train on).
+
+    Nothing is held out when fraction is 0 or there is a single row. Both parts keep the table's row order.
+    """
+    count = len(table)
+    if fraction <= 0 or count < 2:
+        return table, table.iloc[:0]
+    size = min(count - 1, max(1, round(fraction * count)))
+    held = np.zeros(count, dtype=bool)
+    held[np.random.default_rng(seed).choice(count, size=size, replace=False)] = True
+    return table[~held], table[held]
+
+
+def _evaluation_plan(table: pd.DataFrame, cfg, tokenizer):
+    """The rows to train on, the held-out rows (or None), and the callbacks that evaluate and choose."""
+    config = TrainConfig.from_mapping(cfg)
+    training, held_out = split_held_out(table, config.eval_fraction, config.seed)
+    if held_out.empty:
+        if config.select_checkpoint:
+            # A round may label too little to hold anything out; it trains on what it has rather than fail.
+            logger.warning("checkpoint selection skipped: %d row(s) leave none to hold out", len(table))
+        return training, None, [], None
+    selector = None
+    if config.select_checkpoint:
+        try:
+            lengths = {len(x) for x in table["x"]}
+        except TypeError as error:
+            raise ValueError(f"column 'x' must hold sequences: {error}") from error
+        if len(lengths) != 1:
+            raise ValueError(f"checkpoint selection needs inputs of one length, got lengths {sorted(lengths)}")
+        selector = CheckpointSelector(held_out["x"], dim=lengths.pop(), num_states=config.num_states,
+                                      tokenizer=tokenizer, max_prompts=config.max_eval_prompts)
+    watchers = [EvenEvaluations(config.num_evals)] + ([selector] if selector else [])
+    return training, held_out, watchers, selector
 
 
 # The trainers themselves, for inspection. Unlike the train_* functions, these leave TRL's forward patch on the
-# models (see _unpatched_after).
+# models (see _unpatched_after). `eval_table`, when given, is the held-out part, evaluated when a callback asks.
 
 
-def sft_trainer(model, tokenizer, pairs, cfg, output_dir, callbacks=None) -> SFTTrainer:
-    dataset = sft_dataset(pairs)
-    _check_fits(model, tokenizer, list(dataset["prompt"]), list(dataset["completion"]))
+def sft_trainer(model, tokenizer, pairs, cfg, output_dir, callbacks=None, eval_table=None) -> SFTTrainer:
+    dataset, eval_dataset = sft_dataset(pairs), _maybe(sft_dataset, eval_table)
+    both = _concat(dataset, eval_dataset)
+    _check_fits(model, tokenizer, list(both["prompt"]), list(both["completion"]))
     args = training_args(SFTConfig, cfg, output_dir, max_length=None, completion_only_loss=True)
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+                      processing_class=tokenizer, callbacks=callbacks)
 
 
-def dpo_trainer(model, ref_model, tokenizer, triples, cfg, output_dir, callbacks=None) -> DPOTrainer:
+def dpo_trainer(model, ref_model, tokenizer, triples, cfg, output_dir, callbacks=None, eval_table=None) -> DPOTrainer:
     # DPOTrainer(ref_model=None) would reload the reference from model.name_or_path, which a model built from
     # scratch and never saved does not have.
     if ref_model is None or ref_model is model:
         raise ValueError("DPO needs a separate reference model (the previous round's model)")
-    dataset = dpo_dataset(triples)
-    prompts, chosen, rejected = list(dataset["prompt"]), list(dataset["chosen"]), list(dataset["rejected"])
+    dataset, eval_dataset = dpo_dataset(triples), _maybe(dpo_dataset, eval_table)
+    both = _concat(dataset, eval_dataset)
+    prompts, chosen, rejected = list(both["prompt"]), list(both["chosen"]), list(both["rejected"])
     _check_fits(model, tokenizer, prompts * 2, chosen + rejected)
     args = training_args(DPOConfig, cfg, output_dir, defaults=DPO_DEFAULTS, max_length=None, loss_type=["sigmoid"])
     ref_model.requires_grad_(False)
@@ -222,23 +324,34 @@ def dpo_trainer(model, ref_model, tokenizer, triples, cfg, output_dir, callbacks
         ref_model=ref_model.eval(),
         args=args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
 
 
-def marge_trainer(model, ref_model, tokenizer, pairs, cfg, output_dir, callbacks=None) -> MargETrainer:
-    dataset = marge_dataset(pairs)
-    _check_fits(model, tokenizer, list(dataset["prompt"]), list(dataset["completion"]))
+def marge_trainer(model, ref_model, tokenizer, pairs, cfg, output_dir, callbacks=None, eval_table=None) -> MargETrainer:
+    dataset, eval_dataset = marge_dataset(pairs), _maybe(marge_dataset, eval_table)
+    both = _concat(dataset, eval_dataset)
+    _check_fits(model, tokenizer, list(both["prompt"]), list(both["completion"]))
     args = training_args(MargEConfig, cfg, output_dir, defaults=MARGE_DEFAULTS)
     return MargETrainer(
         model=model,
         ref_model=ref_model,
         args=args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+
+
+def _maybe(build: Callable, table: pd.DataFrame | None) -> datasets.Dataset | None:
+    return None if table is None else build(table)
+
+
+def _concat(dataset: datasets.Dataset, extra: datasets.Dataset | None) -> datasets.Dataset:
+    return dataset if extra is None else datasets.concatenate_datasets([dataset, extra])
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> str | None:
@@ -254,13 +367,29 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return str(max(steps)[1]) if steps else None
 
 
-def _run(trainer, output_dir: str | os.PathLike) -> PreTrainedModel:
+def _run(trainer, output_dir: str | os.PathLike, selector: CheckpointSelector | None = None) -> PreTrainedModel:
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is not None:
         _load_checkpoint_weights(trainer.model, checkpoint)
+        if selector is not None:
+            selector.restore(checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
+    if selector is not None:
+        selector.apply(trainer.model)
+    if trainer.is_world_process_zero():
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        log_table(trainer.state.log_history).to_csv(Path(output_dir) / TRAIN_LOG_FILE, index=False)
+        if selector is not None:
+            selector.table().to_csv(Path(output_dir) / CHECKPOINTS_FILE, index=False)
     trainer.save_model(str(output_dir))
     return trainer.model
+
+
+def log_table(log_history: list[dict[str, Any]]) -> pd.DataFrame:
+    """The Trainer's log history as a table: one row per log entry, step and epoch first."""
+    table = pd.DataFrame(log_history)
+    first = [column for column in ("step", "epoch") if column in table.columns]
+    return table[first + [column for column in table.columns if column not in first]]
 
 
 def _load_checkpoint_weights(model: PreTrainedModel, checkpoint: str) -> None:

@@ -10,6 +10,7 @@ from llome.marge import (
     effective_sample_size,
     importance_weights,
     marge_loss,
+    marge_terms,
     tokenize_prompt_completion,
 )
 from llome.models import build_model
@@ -28,39 +29,88 @@ def _t(values, grad=False):
 
 def _hand_loss(alpha, beta, self_normalize):
     raw = [math.exp(p - r) for p, r in zip(POLICY, REF)]
-    weights = [w / sum(raw) for w in raw] if self_normalize else raw
-    terms = [
-        alpha * w * (p / n - r) - beta * p / n for w, p, n, r in zip(weights, POLICY, LENGTHS, REWARDS)
-    ]
-    return sum(terms) / len(terms)
+    means = [p / n for p, n in zip(POLICY, LENGTHS)]
+    if self_normalize:  # a weighted average: the normalised weights sum to 1
+        reward = sum(w / sum(raw) * (m - r) for w, m, r in zip(raw, means, REWARDS))
+    else:
+        reward = sum(w * (m - r) for w, m, r in zip(raw, means, REWARDS)) / len(raw)
+    return alpha * reward - beta * sum(means) / len(means)
 
 
 @pytest.mark.parametrize("self_normalize", [True, False])
 @pytest.mark.parametrize(("alpha", "beta"), [(1.0, 10.0), (2.5, 0.0), (0.0, 1.0)])
-def test_loss_matches_hand_computation(alpha, beta, self_normalize):
+def test_loss_matches_the_formula(alpha, beta, self_normalize):
     loss = marge_loss(_t(POLICY), _t(REF), _t(LENGTHS), _t(REWARDS), alpha, beta, self_normalize)
     assert loss.item() == pytest.approx(_hand_loss(alpha, beta, self_normalize), rel=1e-12)
+
+
+# Two pairs with log-ratios 0 and ln 3: raw weights 1 and 3, self-normalised 1/4 and 3/4. Both completions have
+# mean log-prob l = -1 (lp -2 over 2 tokens, lp -4 over 4), rewards 0.5 and 0, so l - r = -1.5 and -1.
+HAND = dict(policy=[-2.0, -4.0], ref=[-2.0, -4.0 - math.log(3.0)], lengths=[2.0, 4.0], rewards=[0.5, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("self_normalize", "reduction", "expected"),
+    [
+        (True, "sum", 8.875),  # 1/4 * -1.5 + 3/4 * -1 = -1.125; -1.125 - 10 * -1 = 8.875
+        (True, "mean", 9.4375),  # the old estimator: -1.125 / 2 + 10 = 9.4375
+        (False, "sum", 7.75),  # plain importance sampling: (1 * -1.5 + 3 * -1) / 2 + 10 = 7.75
+    ],
+)
+def test_loss_on_numbers_worked_by_hand(self_normalize, reduction, expected):
+    tensors = [_t(HAND[key]) for key in ("policy", "ref", "lengths", "rewards")]
+    loss = marge_loss(*tensors, alpha=1.0, beta=10.0, self_normalize=self_normalize, reward_reduction=reduction)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    reward_estimate, likelihood_estimate = marge_terms(
+        *tensors, self_normalize=self_normalize, reward_reduction=reduction
+    )
+    assert likelihood_estimate.item() == pytest.approx(-1.0, rel=1e-12)
+    assert reward_estimate.item() == pytest.approx(expected - 10.0, rel=1e-12)
+
+
+@pytest.mark.parametrize(("self_normalize", "reduction"), [(True, "sum"), (True, "mean"), (False, "sum")])
+def test_gradient_matches_finite_differences(self_normalize, reduction):
+    lengths, rewards = _t(LENGTHS), _t(REWARDS)
+
+    def loss(policy, ref):
+        return marge_loss(policy, ref, lengths, rewards, 1.5, 2.0, self_normalize, reduction)
+
+    assert torch.autograd.gradcheck(loss, (_t(POLICY, grad=True), _t(REF)), eps=1e-6, atol=1e-8)
 
 
 def test_gradient_flows_through_the_normalised_weights():
     alpha, beta = 1.0, 10.0
     policy = _t(POLICY, grad=True)
     marge_loss(policy, _t(REF), _t(LENGTHS), _t(REWARDS), alpha, beta, self_normalize=True).backward()
-    # d/dp_j of mean_i [alpha w_i (p_i/n_i - r_i) - beta p_i/n_i], with dw_i/dp_j = w_i (delta_ij - w_j)
+    # d/dp_j of alpha sum_i w_i (p_i/n_i - r_i) - beta mean_i p_i/n_i, with dw_i/dp_j = w_i (delta_ij - w_j)
     raw = [math.exp(p - r) for p, r in zip(POLICY, REF)]
     w = [x / sum(raw) for x in raw]
     margins = [p / n - r for p, n, r in zip(POLICY, LENGTHS, REWARDS)]
     size = len(POLICY)
     expected = [
-        (
-            alpha * sum(w[i] * ((i == j) - w[j]) * margins[i] for i in range(size))
-            + alpha * w[j] / LENGTHS[j]
-            - beta / LENGTHS[j]
-        )
-        / size
+        alpha * sum(w[i] * ((i == j) - w[j]) * margins[i] for i in range(size))
+        + alpha * w[j] / LENGTHS[j]
+        - beta / LENGTHS[j] / size
         for j in range(size)
     ]
     assert policy.grad.tolist() == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_old_mean_reduction_weakens_the_reward_term_by_the_batch_size():
+    def reward_gradient(reduction):
+        policy = _t(POLICY, grad=True)
+        marge_loss(policy, _t(REF), _t(LENGTHS), _t(REWARDS), 1.0, 0.0, reward_reduction=reduction).backward()
+        return policy.grad
+
+    assert torch.allclose(reward_gradient("sum"), len(POLICY) * reward_gradient("mean"), rtol=1e-12)
+
+
+def test_the_reduction_is_checked():
+    tensors = [_t(values) for values in (POLICY, REF, LENGTHS, REWARDS)]
+    with pytest.raises(ValueError, match="'median'"):
+        marge_loss(*tensors, reward_reduction="median")
+    with pytest.raises(ValueError, match="self_normalize=False"):
+        marge_loss(*tensors, self_normalize=False, reward_reduction="mean")
 
 
 def _grad(policy, rewards, self_normalize=True):
@@ -115,6 +165,10 @@ def test_config_refuses_a_self_normalised_batch_of_one(tmp_path):
     assert (config.alpha, config.beta) == (1.0, 10.0)
     with pytest.raises(ValueError, match="beta"):
         MargEConfig(output_dir=str(tmp_path), beta=-1.0, use_cpu=True)
+    assert MargEConfig(output_dir=str(tmp_path), use_cpu=True).reward_reduction == "sum"
+    assert MargEConfig(output_dir=str(tmp_path), use_cpu=True, reward_reduction="mean").reward_reduction == "mean"
+    with pytest.raises(ValueError, match="reward_reduction"):
+        MargEConfig(output_dir=str(tmp_path), use_cpu=True, reward_reduction="avg")
 
 
 @pytest.fixture(scope="module")

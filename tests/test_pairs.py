@@ -285,55 +285,103 @@ def test_dense_pools_take_the_matrix_product_and_diverse_pools_the_blocks():
 # --- DPO triples -----------------------------------------------------------------------------
 
 
-def test_dpo_triple_on_a_hand_made_pool():
-    sequences = [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 0)]
-    triples = make_dpo_triples(sequences, [0.5, 1.0, 0.25])
-    # Only (0,0,0,0) has both a better and a worse neighbour; the other two are 0.5 apart.
+# A star: A is one mismatch from each of B, C, D, E, which are two apart from each other (max_distance 0.25 of
+# length 4 allows one). Indices follow lexicographic order, which is also the output order.
+A, B, C, D, E = (0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 0), (0, 1, 0, 0), (1, 0, 0, 0)
+STAR = {A: 0.5, B: 1.0, C: 0.25, D: 0.75, E: -np.inf}
+# x=A: winners B, D; losers C, E -> 2 x 2 combinations + 2 copies of A. x=C: winner A, no loser -> a copy only.
+# x=E (infeasible): winner A -> a copy only. B and D have A as their only neighbour, and it does not beat them.
+STAR_TRIPLES = [(A, B, A), (A, B, C), (A, B, E), (A, D, A), (A, D, C), (A, D, E), (C, A, C), (E, A, E)]
+STAR_INFEASIBLE = [(A, B, E), (A, D, E), (E, A, E)]
+
+
+def _triples(frame):
+    return list(zip(frame["x"], frame["y_w"], frame["y_l"]))
+
+
+def test_dpo_triples_on_a_hand_made_pool():
+    triples = make_dpo_triples(list(STAR), list(STAR.values()), infeasible_fraction=1.0)
     assert list(triples.columns) == TRIPLE_COLUMNS
-    assert triples.to_dict("records") == [
-        {"x": (0, 0, 0, 0), "y_w": (0, 0, 0, 1), "y_l": (0, 0, 1, 0),
-         "x_score": 0.5, "y_w_score": 1.0, "y_l_score": 0.25}
-    ]
+    assert _triples(triples) == STAR_TRIPLES
+    for row in triples.itertuples(index=False):
+        assert (row.x_score, row.y_w_score, row.y_l_score) == (STAR[row.x], STAR[row.y_w], STAR[row.y_l])
+    # the input order does not matter
+    shuffled = list(reversed(STAR))
+    assert make_dpo_triples(shuffled, [STAR[s] for s in shuffled], infeasible_fraction=1.0).equals(triples)
 
 
-def test_dpo_triples_satisfy_their_invariants():
+def test_dpo_triples_cap_the_infeasible_ones():
+    feasible = [t for t in STAR_TRIPLES if t not in STAR_INFEASIBLE]
+    # 5 feasible triples: at 10% not even one infeasible fits (1/6 > 0.1); at 25% exactly one does (1/6, not 2/7).
+    assert _triples(make_dpo_triples(list(STAR), list(STAR.values()), infeasible_fraction=0.1)) == feasible
+    picked = set()
+    for seed in range(8):
+        found = _triples(make_dpo_triples(list(STAR), list(STAR.values()), infeasible_fraction=0.25, seed=seed))
+        extra = [t for t in found if t not in feasible]
+        assert len(found) == 6 and len(extra) == 1 and extra[0] in STAR_INFEASIBLE
+        assert found == [t for t in STAR_TRIPLES if t in feasible or t == extra[0]]  # still in order
+        picked.add(extra[0])
+    assert len(picked) > 1  # the seed decides which
+
+
+def test_dpo_triples_use_the_nearest_neighbours_only():
+    # A's two nearest are B and C (all at one mismatch, ties to the lower index): winner B, loser C.
+    triples = make_dpo_triples(list(STAR), list(STAR.values()), num_neighbors=2, infeasible_fraction=1.0)
+    assert _triples(triples) == [(A, B, A), (A, B, C), (C, A, C), (E, A, E)]
+
+
+def brute_force_triples(sequences, scores, max_mismatch, num_neighbors):
+    """Every triple from the spec, one neighbourhood at a time."""
+    rows, cols, _ = brute_force_neighbours(sequences, max_mismatch, num_neighbors)
+    found = []
+    for i in range(len(sequences)):
+        neighbours = cols[rows == i]
+        winners = [j for j in neighbours if scores[j] > scores[i]]
+        others = [j for j in neighbours if scores[j] <= scores[i]]
+        found += [(i, w, lose) for w in winners for lose in others + [i]]
+    return found
+
+
+def test_dpo_triples_are_every_combination_in_each_neighbourhood():
     rng = np.random.default_rng(6)
     sequences = np.unique(rng.integers(0, 3, (150, 6)), axis=0)
     scores = np.where(rng.random(len(sequences)) < 0.3, -np.inf, rng.integers(0, 5, len(sequences)) / 4)
-    triples = make_dpo_triples(sequences, scores, max_distance=0.34, num_neighbors=5, seed=2)
-    assert len(triples) > 20
-
+    expected = brute_force_triples(sequences, scores, 2, 5)
+    triples = make_dpo_triples(sequences, scores, max_distance=0.34, num_neighbors=5, infeasible_fraction=1.0)
     index = {tuple(s): i for i, s in enumerate(sequences)}
-    rows, cols, _ = brute_force_neighbours(sequences, 2, 5)
-    neighbourhood = {i: set(cols[rows == i]) for i in range(len(sequences))}
-    for triple in triples.itertuples(index=False):
-        x, winner, loser = index[triple.x], index[triple.y_w], index[triple.y_l]
-        assert triple.y_w_score > triple.x_score >= triple.y_l_score
-        assert (triple.x_score, triple.y_w_score, triple.y_l_score) == (scores[x], scores[winner], scores[loser])
-        assert winner != loser and {winner, loser} <= neighbourhood[x]
-    assert triples["x"].is_unique
-    # Every x with both a better and a not-better neighbour gets its triple.
-    eligible = sum(
-        any(scores[j] > scores[i] for j in neighbourhood[i]) and any(scores[j] <= scores[i] for j in neighbourhood[i])
-        for i in range(len(sequences))
-    )
-    assert len(triples) == eligible
+    found = [(index[x], index[w], index[lose]) for x, w, lose in _triples(triples)]
+    assert len(found) == len(expected) > 200
+    assert found == sorted(expected)  # sequences are sorted, so index order is lexicographic order
+    for row in triples.itertuples(index=False):
+        assert row.y_w_score > row.x_score and (row.y_l_score <= row.x_score or row.y_l == row.x)
+
+    capped = make_dpo_triples(sequences, scores, max_distance=0.34, num_neighbors=5, infeasible_fraction=0.1)
+    infeasible = np.isneginf(capped[["x_score", "y_l_score"]].to_numpy()).any(axis=1)
+    feasible_expected = sum(not (np.isneginf(scores[i]) or np.isneginf(scores[j])) for i, _, j in expected)
+    assert (~infeasible).sum() == feasible_expected  # every feasible triple stays
+    kept = infeasible.sum()
+    assert 0 < kept <= 0.1 * len(capped)
+    assert (kept + 1) / (len(capped) + 1) > 0.1  # one more would not fit: as many as fit are kept
 
 
-def test_dpo_triples_are_seeded_and_capped():
+def test_dpo_triples_max_triples_is_a_seeded_sample():
     rng = np.random.default_rng(7)
     sequences = np.unique(rng.integers(0, 3, (150, 6)), axis=0)
     scores = rng.random(len(sequences))
-    first = make_dpo_triples(sequences, scores, max_distance=0.34, seed=1)
-    assert first.equals(make_dpo_triples(sequences, scores, max_distance=0.34, seed=1))
-    assert not first.equals(make_dpo_triples(sequences, scores, max_distance=0.34, seed=2))
-    capped = make_dpo_triples(sequences, scores, max_distance=0.34, max_triples=10, seed=1)
-    assert len(capped) == 10
-    assert set(capped["x"]) <= set(first["x"])
-    assert capped["x"].tolist() != first["x"].tolist()[:10]  # a sample, not the first ten
+    everything = _triples(make_dpo_triples(sequences, scores, max_distance=0.34))
+    first = make_dpo_triples(sequences, scores, max_distance=0.34, max_triples=10, seed=1)
+    assert first.equals(make_dpo_triples(sequences, scores, max_distance=0.34, max_triples=10, seed=1))
+    assert not first.equals(make_dpo_triples(sequences, scores, max_distance=0.34, max_triples=10, seed=2))
+    sample = _triples(first)
+    assert len(sample) == 10 and set(sample) <= set(everything)
+    assert sample == sorted(sample, key=everything.index)  # kept in order
+    assert sample != everything[:10]  # a sample, not the first ten
     with pytest.raises(ValueError, match="max_triples"):
         make_dpo_triples(sequences, scores, max_triples=-1)
+    with pytest.raises(ValueError, match="infeasible_fraction"):
+        make_dpo_triples(sequences, scores, infeasible_fraction=1.5)
     assert make_dpo_triples([(0, 1)], [0.5]).empty
+    assert make_dpo_triples([(0, 0), (0, 1)], [0.5, 0.5]).empty  # no neighbour beats another
 
 
 # --- selecting candidates to label -----------------------------------------------------------

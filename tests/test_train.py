@@ -18,6 +18,7 @@ from llome.train import (
     TrainConfig,
     latest_checkpoint,
     sft_trainer,
+    split_held_out,
     train_dpo,
     train_marge,
     train_sft,
@@ -271,3 +272,156 @@ def test_sft_works_with_a_foreign_bpe_tokenizer(pairs, tmp_path):
     before = _sft_loss(model, bpe, pairs)
     trained = train_sft(_model(bpe), bpe, pairs, CFG, tmp_path / "train")
     assert _sft_loss(trained, bpe, pairs) < before
+
+
+# --- held-out evaluation, checkpoint choice and the run's records ------------------------------------------------
+
+SELECT = {**CFG, "select_checkpoint": True, "num_states": NUM_STATES, "eval_fraction": 0.25, "num_evals": 4}
+
+
+@pytest.mark.parametrize(("count", "fraction", "held"), [(24, 0.05, 1), (100, 0.05, 5), (24, 0.25, 6), (2, 0.9, 1),
+                                                         (1, 0.5, 0), (24, 0.0, 0)])
+def test_split_held_out_sizes(count, fraction, held):
+    table = pd.DataFrame({"x": range(count)}, index=range(10, 10 + count))
+    training, held_out = split_held_out(table, fraction, seed=3)
+    assert len(held_out) == held and len(training) == count - held
+    assert sorted(training.index.tolist() + held_out.index.tolist()) == table.index.tolist()
+    assert training.index.is_monotonic_increasing and held_out.index.is_monotonic_increasing
+    assert split_held_out(table, fraction, seed=3)[1].equals(held_out)  # seeded
+
+
+def test_selection_settings_are_checked():
+    with pytest.raises(ValueError, match="num_states"):
+        TrainConfig.from_mapping({"select_checkpoint": True})
+    with pytest.raises(ValueError, match="eval_fraction"):
+        TrainConfig.from_mapping({"select_checkpoint": True, "num_states": 8, "eval_fraction": 0})
+    with pytest.raises(ValueError, match="eval_fraction"):
+        TrainConfig.from_mapping({"eval_fraction": 1.0})
+    with pytest.raises(ValueError, match="num_evals"):
+        TrainConfig.from_mapping({"num_evals": 0})
+    config = TrainConfig()
+    assert (config.eval_fraction, config.num_evals, config.select_checkpoint, config.max_eval_prompts) == (
+        0.05, 10, False, 64)
+
+
+class _Snapshots(TrainerCallback):
+    """The weights at every evaluation, to check which ones a run returns."""
+
+    def __init__(self):
+        self.weights = {}
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        self.weights[state.global_step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same_weights(a, b):
+    return all(torch.equal(x, b[name]) for name, x in a.items())
+
+
+def _run_objective(objective, tokenizer, pairs, cfg, output_dir, callbacks=None):
+    model = _model(tokenizer)
+    if objective == "sft":
+        return train_sft(model, tokenizer, pairs, cfg, output_dir, callbacks)
+    if objective == "marge":
+        return train_marge(model, copy.deepcopy(model), tokenizer, pairs, cfg, output_dir, callbacks)
+    triples = pd.DataFrame({"x": pairs.x, "y_w": pairs.y, "y_l": pairs.x})
+    return train_dpo(model, copy.deepcopy(model), tokenizer, triples, cfg, output_dir, callbacks)
+
+
+@pytest.mark.parametrize("objective", ["sft", "marge", "dpo"])
+def test_a_selecting_run_writes_its_evaluations_and_returns_the_chosen_checkpoint(objective, tokenizer, pairs,
+                                                                                  tmp_path):
+    snapshots = _Snapshots()
+    trained = _run_objective(objective, tokenizer, pairs, SELECT, tmp_path, [snapshots])
+    table = pd.read_csv(tmp_path / "checkpoints.csv")
+    assert table["step"].tolist() == [2, 4, 6, 8]  # 4 evaluations over 8 steps
+    assert (table["num_prompts"] == 6).all()  # 25% of 24 pairs held out, all decoded
+    assert table["chosen"].sum() == 1
+    passed = table[table["passed"]]
+    expected = (passed if len(passed) else table).sort_values(["eval_loss", "step"]).iloc[0]["step"]
+    assert table.loc[table["chosen"], "step"].item() == expected
+    assert _same_weights(trained.state_dict(), snapshots.weights[expected])
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert log["eval_loss"].dropna().tolist() == pytest.approx(table["eval_loss"].tolist())
+
+
+def test_the_chosen_checkpoint_is_what_the_run_returns_and_saves(tokenizer, pairs, tmp_path, monkeypatch):
+    from llome import checkpoints
+    from llome.models import load_model_and_tokenizer
+
+    # Gates that only the first two evaluations pass: the loss keeps falling, so the second one is chosen.
+    verdicts = iter([True, True, False, False])
+    monkeypatch.setattr(checkpoints, "passes_gates", lambda fractions: next(verdicts))
+    snapshots = _Snapshots()
+    trained = train_sft(_model(tokenizer), tokenizer, pairs, SELECT, tmp_path, [snapshots])
+    table = pd.read_csv(tmp_path / "checkpoints.csv")
+    assert table["passed"].tolist() == [True, True, False, False]
+    assert table["eval_loss"].is_monotonic_decreasing
+    assert table["chosen"].tolist() == [False, True, False, False]
+    assert _same_weights(trained.state_dict(), snapshots.weights[4])
+    assert not _same_weights(trained.state_dict(), snapshots.weights[8])
+    tokenizer.save_pretrained(tmp_path)
+    saved, _ = load_model_and_tokenizer(tmp_path)
+    assert _sft_loss(saved, tokenizer, pairs) == pytest.approx(_sft_loss(trained, tokenizer, pairs))
+
+
+def test_an_interrupted_selecting_run_resumes_to_the_same_choice(tokenizer, pairs, tmp_path, monkeypatch):
+    from llome import checkpoints
+
+    # The first evaluation alone passes, so the choice is made before the interruption and must survive it.
+    def gates(*verdicts):
+        monkeypatch.setattr(checkpoints, "passes_gates", lambda fractions, verdicts=iter(verdicts): next(verdicts))
+
+    cfg = {**SELECT, "save_steps": 2}
+    gates(True, False, False, False)
+    straight = train_sft(_model(tokenizer), tokenizer, pairs, cfg, tmp_path / "straight")
+    gates(True, False)
+    train_sft(_model(tokenizer), tokenizer, pairs, cfg, tmp_path / "resumed", callbacks=[_StopAt(4)])
+    assert latest_checkpoint(tmp_path / "resumed").endswith("checkpoint-4")
+    gates(False, False)  # steps 6 and 8
+    resumed = train_sft(_model(tokenizer, seed=7), tokenizer, pairs, cfg, tmp_path / "resumed")
+    expected = pd.read_csv(tmp_path / "straight" / "checkpoints.csv")
+    found = pd.read_csv(tmp_path / "resumed" / "checkpoints.csv")
+    assert expected["chosen"].tolist() == found["chosen"].tolist() == [True, False, False, False]
+    assert found["eval_loss"].tolist() == pytest.approx(expected["eval_loss"].tolist(), abs=1e-5)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    # a finished run reloads its chosen weights, not its last ones
+    gates()  # and evaluates nothing
+    again = train_sft(_model(tokenizer, seed=7), tokenizer, pairs, cfg, tmp_path / "straight")
+    assert _same_weights(again.state_dict(), straight.state_dict())
+
+
+def test_the_marge_log_keeps_both_terms_and_the_effective_sample_size(tokenizer, pairs, tmp_path):
+    model = _model(tokenizer)
+    train_marge(model, copy.deepcopy(model), tokenizer, pairs, {**CFG, "num_evals": 2}, tmp_path)
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert {"step", "epoch", "loss", "learning_rate", "grad_norm", "eval_loss", "marge/reward_term",
+            "marge/likelihood_term", "marge/ess"} <= set(log.columns)
+    steps = log.dropna(subset=["loss"])
+    assert steps["step"].tolist() == list(range(1, CFG["max_steps"] + 1))
+    # the two terms make up the logged loss (logging_steps=1: one step per entry)
+    assert (steps["marge/reward_term"] + steps["marge/likelihood_term"]).tolist() == pytest.approx(
+        steps["loss"].tolist(), rel=1e-5)
+    assert log["eval_loss"].notna().sum() == 2
+    assert not (tmp_path / "checkpoints.csv").exists()  # evaluated, but nothing selected
+
+
+def test_no_held_out_rows_means_no_evaluation(tokenizer, pairs, tmp_path, caplog):
+    train_sft(_model(tokenizer), tokenizer, pairs, {**CFG, "eval_fraction": 0}, tmp_path / "none")
+    assert "eval_loss" not in pd.read_csv(tmp_path / "none" / "train_log.csv").columns
+    # a single pair leaves nothing to hold out: selection steps aside instead of failing the round
+    train_sft(_model(tokenizer), tokenizer, pairs.head(1), SELECT, tmp_path / "one")
+    assert "eval_loss" not in pd.read_csv(tmp_path / "one" / "train_log.csv").columns
+    assert not (tmp_path / "one" / "checkpoints.csv").exists()
+    assert "checkpoint selection skipped" in caplog.text
+
+
+def test_a_job_selects_checkpoints_from_round_one_on():
+    from llome.launch import job_train_config
+
+    round_zero = {"model_spec": {"seed": 0}, "num_states": 8, "train": {"learning_rate": 1e-3}}
+    later = {"model_spec": None, "num_states": 8, "train": {"learning_rate": 1e-3}}
+    assert job_train_config(round_zero) == {"select_checkpoint": False, "num_states": 8, "learning_rate": 1e-3}
+    assert job_train_config(later) == {"select_checkpoint": True, "num_states": 8, "learning_rate": 1e-3}
+    assert job_train_config({**later, "train": {"select_checkpoint": False}})["select_checkpoint"] is False
