@@ -197,7 +197,7 @@ def run_llome(cfg: dict, *, function, seed_table: pd.DataFrame, round_zero_dir: 
     pool = seed_table[["sequence", "score"]].copy()
     prev_model_dir, prev_pairs, prev_distance = Path(round_zero_dir) / "model", read_table(Path(round_zero_dir) / "pairs.parquet"), None
     history = []
-    best = float(np.max(seed_table["score"], initial=-np.inf))
+    best = float(np.max(seed_table["score"].to_numpy(), initial=-np.inf))
     for index in range(1, cfg["rounds"] + 1):
         started = time.perf_counter()
         metrics = run_round(index, run_dir=run_dir, cfg=cfg, function=function, pool=pool,
@@ -209,7 +209,7 @@ def run_llome(cfg: dict, *, function, seed_table: pd.DataFrame, round_zero_dir: 
         pool = pd.concat([pool, labelled[["sequence", "score"]]], ignore_index=True)
         prev_model_dir, prev_pairs = done / "model", read_table(done / "pairs.parquet")
         prev_distance = metrics["generation"].get("mean_distance")
-        best = max(best, float(np.max(labelled["score"], initial=-np.inf)))
+        best = max(best, float(np.max(labelled["score"].to_numpy(), initial=-np.inf)))
         log.info("%s seed %d round %d/%d: %d candidates, %d labelled, best f so far %.4f (%.0f s)",
                  cfg.get("method", ""), seed, index, cfg["rounds"], metrics["num_candidates"], metrics["oracle_calls"],
                  best, time.perf_counter() - started)
