@@ -124,8 +124,13 @@ def validate(cfg: dict) -> None:
                  f"llome.methods.{method}.train.learning_rate must be positive, got {lr!r}")
 
     from llome.launch import check_launcher
+    from llome.models import check_device
 
-    check_launcher(cfg["launcher"])
+    try:
+        check_device(cfg["device"])
+        check_launcher(launcher_config(cfg))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     sweep = cfg["ga_baseline"]["sweep"]
     for key, values in sweep.items():
         _require(isinstance(values, list) and values, f"ga_baseline.sweep.{key} must be a non-empty list")
@@ -140,6 +145,11 @@ def llome_oracle_budget(cfg: dict) -> int:
     return seed_data_oracle_calls(cfg) + cfg["llome"]["rounds"] * cfg["llome"]["selection"]["num_to_label"]
 
 
+def launcher_config(cfg: dict) -> dict:
+    """The launcher with the device: a launched training job reads only its own job file."""
+    return {**cfg["launcher"], "device": cfg["device"]}
+
+
 def stage_configs(cfg: dict) -> dict[str, dict]:
     """What each stage reads; a stage reruns only when its own entry changes."""
     common = {"profile": cfg["profile"], "function": cfg["function"]}
@@ -149,7 +159,7 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
                           "function_seed": cfg["test_functions"]["seed"], **cfg["ga_difficulty"]},
         "seed_data": {**common, "seeds": cfg["seeds"], "ga": cfg["seed_data"]},
         "sft": {**common, "seeds": cfg["seeds"], "model": cfg["model"], "pairs": cfg["pairs"],
-                "train": cfg["sft"], "launcher": cfg["launcher"]},
+                "train": cfg["sft"], "launcher": launcher_config(cfg), "device": cfg["device"]},
         "ga_baseline": {**common, "seeds": cfg["seeds"], "max_oracle_calls": llome_oracle_budget(cfg),
                         **cfg["ga_baseline"]},
         "figures": {**common, "seeds": cfg["seeds"], "methods": sorted(cfg["llome"]["methods"]),
@@ -161,7 +171,8 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
             **common, "method": method, "seeds": cfg["seeds"], "rounds": llome["rounds"],
             "objective": spec["objective"], "train": spec["train"], "pairs": cfg["pairs"],
             "generation": llome["generation"], "selection": llome["selection"],
-            "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "launcher": cfg["launcher"],
+            "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "launcher": launcher_config(cfg),
+            "device": cfg["device"],
         }
     return stages
 

@@ -20,7 +20,7 @@ from llome.generate import GenerationConfig, refine, temperature_schedule
 from llome.io import read_json, read_table, write_json, write_table
 from llome.metrics import calibration, generation_metrics, labelled_metrics, regret_curve
 from llome.launch import check_launcher, run_job, run_launched, write_job
-from llome.models import load_model_and_tokenizer
+from llome.models import inference_dtype, load_model_and_tokenizer
 from llome.pairs import likelihood_filter, make_dpo_triples, make_pairs, sample_for_labelling
 from llome.text import VALID
 
@@ -104,7 +104,7 @@ def train(objective: str, table: pd.DataFrame, train_cfg: dict, job_dir: Path, s
     fresh model built from `model_spec`. Runs here or as a launched job (`launcher`, e.g. accelerate).
     """
     write_job(job_dir, objective=objective, model_dir=model_dir, table=table, train_cfg={**train_cfg, "seed": seed},
-              model_spec=model_spec, num_states=num_states)
+              model_spec=model_spec, num_states=num_states, launcher=launcher)
     if check_launcher(launcher)["kind"] == "inprocess":
         return run_job(job_dir)
     return run_launched(launcher, job_dir)
@@ -192,7 +192,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         temperatures = temperature_schedule(prev_mean_distance, generation.temperatures)
 
     if not (work / "candidates.parquet").exists():
-        model, tokenizer = load_model_and_tokenizer(prev_model_dir)
+        model, tokenizer = load_model_and_tokenizer(prev_model_dir, device=cfg.get("device"),
+                                                    dtype=inference_dtype(cfg.get("device"), cfg.get("launcher")))
         seeds = _generation_seeds(prev_pairs, pool, int(cfg["generation"]["num_seeds"]))
         candidates = refine(model, tokenizer, seeds, dim=function.dim, num_states=function.num_states,
                             config=generation, temperatures=temperatures, seed=round_seed, progress=progress)
