@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,22 @@ OBJECTIVES = ("sft", "marge", "dpo")
 
 class ConfigError(ValueError):
     pass
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans (true/false only), as DVC reads params.yaml.
+
+    `dvc exp run -S` writes params.yaml back without the quotes of `mixed_precision: "no"`; YAML 1.1 (PyYAML's
+    default) would read that `no` as false.
+    """
+
+
+ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
 
 
 def deep_merge(base: dict, override: dict, path: str = "") -> dict:
@@ -43,7 +60,7 @@ def load_profile(params: dict | str | Path = "params.yaml", profile: str | None 
         path = Path(params)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist")
-        params = yaml.safe_load(path.read_text())
+        params = yaml.load(path.read_text(), Loader=ParamsLoader)
     if not isinstance(params, dict) or "profiles" not in params:
         raise ConfigError("params must have a 'profiles' mapping")
     profiles = params["profiles"]

@@ -85,3 +85,4 @@ def test_a_half_precision_checkpoint_loads_in_float32_for_training(tmp_path):
     assert loaded.device == torch.device("cpu")
     half, _ = load_model_and_tokenizer(tmp_path, dtype=torch.bfloat16)
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+
