@@ -32,9 +32,10 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The whole pipeline at smoke size, in a scratch copy of the project (your data/ is untouched).
+# The whole pipeline at smoke size, and one queued smoke experiment (dvc exp), in scratch copies of the
+# project (your data/ and experiments are untouched).
 smoke: $(STAMP)
-	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py
+	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py tests/test_dvc_queue.py
 
 # `dvc plots show` as a page that opens offline (dvc_plots/index.html).
 plots: $(STAMP)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,22 @@ OBJECTIVES = ("sft", "marge", "dpo")
 
 class ConfigError(ValueError):
     pass
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans (true/false only), as DVC reads params.yaml.
+
+    `dvc exp run -S` writes params.yaml back without the quotes of `mixed_precision: "no"`; YAML 1.1 (PyYAML's
+    default) would read that `no` as false.
+    """
+
+
+ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
 
 
 def deep_merge(base: dict, override: dict, path: str = "") -> dict:
@@ -43,7 +60,7 @@ def load_profile(params: dict | str | Path = "params.yaml", profile: str | None 
         path = Path(params)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist")
-        params = yaml.safe_load(path.read_text())
+        params = yaml.load(path.read_text(), Loader=ParamsLoader)
     if not isinstance(params, dict) or "profiles" not in params:
         raise ConfigError("params must have a 'profiles' mapping")
     profiles = params["profiles"]
@@ -124,9 +141,13 @@ def validate(cfg: dict) -> None:
         _require(isinstance(lr, (int, float)) and lr > 0,
                  f"llome.methods.{method}.train.learning_rate must be positive, got {lr!r}")
 
-    from llome.launch import check_launcher
+    from llome.runtime import check_device, check_launcher
 
-    check_launcher(cfg["launcher"])
+    try:
+        check_device(cfg["device"])
+        check_launcher(launcher_config(cfg))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     sweep = cfg["ga_baseline"]["sweep"]
     for key, values in sweep.items():
         _require(isinstance(values, list) and values, f"ga_baseline.sweep.{key} must be a non-empty list")
@@ -141,6 +162,11 @@ def llome_oracle_budget(cfg: dict) -> int:
     return seed_data_oracle_calls(cfg) + cfg["llome"]["rounds"] * cfg["llome"]["selection"]["num_to_label"]
 
 
+def launcher_config(cfg: dict) -> dict:
+    """The launcher with the device: a launched training job reads only its own job file."""
+    return {**cfg["launcher"], "device": cfg["device"]}
+
+
 def stage_configs(cfg: dict) -> dict[str, dict]:
     """What each stage reads; a stage reruns only when its own entry changes."""
     common = {"profile": cfg["profile"], "function": cfg["function"]}
@@ -150,7 +176,7 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
                           "function_seed": cfg["test_functions"]["seed"], **cfg["ga_difficulty"]},
         "seed_data": {**common, "seeds": cfg["seeds"], "ga": cfg["seed_data"]},
         "sft": {**common, "seeds": cfg["seeds"], "model": cfg["model"], "pairs": cfg["pairs"],
-                "train": cfg["sft"], "launcher": cfg["launcher"]},
+                "train": cfg["sft"], "launcher": launcher_config(cfg), "device": cfg["device"]},
         "ga_baseline": {**common, "seeds": cfg["seeds"], "max_oracle_calls": llome_oracle_budget(cfg),
                         "paper_ga": cfg["seed_data"], **cfg["ga_baseline"]},
         "figures": {**common, "seeds": cfg["seeds"], "methods": sorted(cfg["llome"]["methods"]), "rounds": cfg["llome"]["rounds"],
@@ -162,7 +188,8 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
             **common, "method": method, "seeds": cfg["seeds"], "rounds": llome["rounds"],
             "objective": spec["objective"], "train": spec["train"], "pairs": cfg["pairs"],
             "generation": llome["generation"], "selection": llome["selection"],
-            "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "launcher": cfg["launcher"],
+            "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "launcher": launcher_config(cfg),
+            "device": cfg["device"],
         }
     return stages
 

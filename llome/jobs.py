@@ -56,7 +56,7 @@ def train(objective: str, table: pd.DataFrame, train_cfg: dict, job_dir: Path, s
     fresh model built from `model_spec`. Runs here or as a launched job (`launcher`, e.g. accelerate).
     """
     write_job(job_dir, objective=objective, model_dir=model_dir, table=table, train_cfg={**train_cfg, "seed": seed},
-              model_spec=model_spec, num_states=num_states)
+              model_spec=model_spec, num_states=num_states, launcher=launcher)
     if check_launcher(launcher)["kind"] == "inprocess":
         return run_job(job_dir)
     return run_launched(launcher, job_dir)

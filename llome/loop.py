@@ -19,7 +19,7 @@ from llome.generate import GenerationConfig, refine, temperature_schedule
 from llome.io import read_json, read_table, write_json, write_table
 from llome.metrics import calibration, generation_metrics, labelled_metrics, regret_curve
 from llome.jobs import as_int_array, build_training_set, train
-from llome.models import load_model_and_tokenizer
+from llome.models import inference_dtype, load_model_and_tokenizer
 from llome.provenance import claim, make_record, result_config, table_digest, tree_digest
 from llome.pairs import likelihood_filter, sample_for_labelling
 from llome.text import VALID
@@ -120,7 +120,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         temperatures = temperature_schedule(prev_mean_distance, generation.temperatures)
 
     if not (work / "candidates.parquet").exists():
-        model, tokenizer = load_model_and_tokenizer(prev_model_dir)
+        model, tokenizer = load_model_and_tokenizer(prev_model_dir, device=cfg.get("device"),
+                                                    dtype=inference_dtype(cfg.get("device"), cfg.get("launcher")))
         seeds = _generation_seeds(prev_pairs, pool, int(cfg["generation"]["num_seeds"]))
         candidates = refine(model, tokenizer, seeds, dim=function.dim, num_states=function.num_states,
                             config=generation, temperatures=temperatures, seed=round_seed, progress=progress)

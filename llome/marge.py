@@ -196,6 +196,13 @@ class MargETrainer(Trainer):
     marge/reward_term (alpha times the reward estimate) and marge/likelihood_term (-beta times the likelihood
     estimate), which add up to the loss; marge/ess and marge/ess_fraction, the importance weights' effective
     sample size and its share of the batch; marge/log_ratio, marge/mean_logp and marge/reward.
+
+    Across processes (`accelerate launch --num_processes N`), each process self-normalises the importance weights
+    over its own micro-batch of `per_device_train_batch_size` pairs, and DDP averages the N gradients. The
+    estimator is therefore the average of N per-device self-normalised estimates, not one estimate normalised
+    over the global batch of N x per-device pairs: a per-device batch, not the global one, sets its bias and
+    effective sample size (logged as marge/ess). The reward still reaches the gradient whenever a micro-batch
+    holds unequal rewards (tests/test_launch_multiprocess.py).
     """
 
     # compute_loss returns a per-micro-batch mean, so Trainer must divide it by the accumulation steps.

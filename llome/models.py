@@ -10,6 +10,9 @@ A model config is a plain dict. Either it describes a GPT-NeoX to build from scr
     {"name_or_path": "path/to/checkpoint"}      # or a hub name, when the hub is reachable
 
 The vocabulary size and the pad/eos ids always come from the tokenizer.
+
+Where a model runs is a device setting (params.yaml `device`): "auto" (the first CUDA GPU when there is one,
+else the CPU), "cpu", "cuda" or "cuda:N"; `resolve_device` turns it into a torch.device.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from llome.runtime import PRECISIONS, check_device
 from llome.tokenizer import build_tokenizer
+
+_PRECISION_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "num_hidden_layers": 6,
@@ -50,6 +56,44 @@ _REQUIRED_SIZES = (
 # Set from the tokenizer, never from the config, so that model and tokenizer cannot disagree.
 _FROM_TOKENIZER = ("vocab_size", "pad_token_id", "eos_token_id", "bos_token_id")
 _GPT_NEOX_FIELDS = frozenset(GPTNeoXConfig().to_dict()) - set(_FROM_TOKENIZER)
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """The torch.device a device setting names on this machine; a GPU that is not there is an error, not the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    device = check_device(device)
+    if device == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asks for a CUDA GPU, but torch sees none (torch.cuda.is_available() "
+                           "is False); set device: cpu or auto")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise RuntimeError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return torch.device("cuda", index)
+
+
+def effective_precision(mixed_precision: str | None, device: str | torch.device | None) -> str:
+    """The launcher's mixed precision where the device has it, else "no" (full fp32).
+
+    Half precision is for CUDA GPUs only: on a CPU, bf16 autocast runs 7-10x slower (bench/bench_train.py), and
+    a GPU without bf16 (before Ampere) falls back to fp32 rather than to fp16's different numerics.
+    """
+    mixed_precision = mixed_precision or "no"
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {mixed_precision!r}")
+    if mixed_precision == "no" or resolve_device(device).type != "cuda":
+        return "no"
+    if mixed_precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return "no"
+    return mixed_precision
+
+
+def inference_dtype(device: str | torch.device | None, launcher: dict | None = None) -> torch.dtype:
+    """The dtype to generate in: the launcher's half precision on a GPU that has it, float32 otherwise."""
+    return _PRECISION_DTYPES[effective_precision((launcher or {}).get("mixed_precision"), device)]
 
 
 def build_model(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -86,13 +130,21 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model_and_tokenizer(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A model and tokenizer saved together in directory `path` (e.g. by `save_model_and_tokenizer`)."""
+def load_model_and_tokenizer(
+    path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model and tokenizer saved together in directory `path` (e.g. by `save_model_and_tokenizer`).
+
+    The model lands on `device` (a device setting, see `resolve_device`; None leaves it on the CPU) in `dtype`
+    (None: float32, whatever the checkpoint was saved in, so that it can be trained).
+    """
     directory = Path(path)
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a saved model directory (no config.json)")
     tokenizer = load_tokenizer(directory)
-    model = build_model({"name_or_path": str(directory)}, tokenizer)
+    model = _load_pretrained({"name_or_path": str(directory)}, tokenizer, dtype=dtype)
+    if device is not None:
+        model = model.to(resolve_device(device))
     return model, tokenizer
 
 
@@ -140,7 +192,9 @@ def _build_gpt_neox(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBas
     return model
 
 
-def _load_pretrained(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def _load_pretrained(
+    model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype | None = None
+) -> PreTrainedModel:
     extra = set(model_cfg) - {"name_or_path"}
     if extra:
         raise ValueError(
@@ -149,7 +203,9 @@ def _load_pretrained(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBa
         )
     name_or_path = model_cfg["name_or_path"]
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path)
+        # transformers 5 loads a checkpoint in its saved dtype by default (Pythia's is float16), and AdamW on
+        # half-precision weights has no fp32 master copy: training needs float32 unless told otherwise.
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or torch.float32)
     except OSError as error:
         raise OSError(_unavailable_message("model", name_or_path)) from error
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:

@@ -53,8 +53,8 @@ class TrainConfig:
     """Settings shared by the three trainers; `extra` holds trainer-specific ones (see the module docstring).
 
     bf16 and activation (gradient) checkpointing default off: TRL turns both on, and on a CPU they make training
-    7-10x slower (bench/bench_train.py). Under `accelerate launch --mixed_precision bf16`, transformers takes the
-    precision from the launcher even with bf16=False here.
+    7-10x slower (bench/bench_train.py). A job run through llome.launch gets its device and precision from the
+    launcher instead (see `placement`).
     """
 
     learning_rate: float = 1e-4
@@ -160,6 +160,22 @@ def training_args(
         return config_class(output_dir=str(output_dir), **settings)
     except (TypeError, ValueError) as error:
         raise ValueError(f"invalid training config for {config_class.__name__}: {error}") from error
+
+
+def placement(device: str | None = "auto", mixed_precision: str | None = "no") -> dict[str, Any]:
+    """TrainingArguments settings that train on `device` at the launcher's mixed precision, where it has it.
+
+    `device` is a device setting (llome.models.resolve_device): only its kind matters here, since Trainer puts a
+    single process on the current CUDA device and each process of `accelerate launch` on its own. Half precision
+    is for GPUs (llome.models.effective_precision); on a CPU these settings train in fp32 even if the launcher
+    or the config asked for bf16.
+    """
+    from llome.models import effective_precision, resolve_device
+
+    target = resolve_device(device)
+    precision = effective_precision(mixed_precision, target)
+    return {"use_cpu": target.type == "cpu", "dataloader_pin_memory": target.type == "cuda",
+            "bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
 def sft_dataset(pairs: pd.DataFrame) -> datasets.Dataset:

@@ -1,4 +1,5 @@
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,17 @@ def test_package_exports_resolve():
 
     for name in llome.__all__:
         assert getattr(llome, name) is not None, name
+
+
+def test_params_written_back_by_dvc_exp_run_still_load(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml in YAML 1.2 and drops the quotes of "no" (dvc 3.67)."""
+    from dvc.utils.hydra import apply_overrides
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    apply_overrides(str(params), ["profile=smoke", "profiles.smoke.seeds=[3]"])
+    assert 'mixed_precision: no\n' in params.read_text()
+    cfg = load_profile(params)
+    assert cfg["profile"] == "smoke" and cfg["seeds"] == [3]
+    assert cfg["launcher"]["mixed_precision"] == "no"
+    assert cfg["llome"]["generation"]["greedy"] is True

@@ -93,7 +93,8 @@ def test_smoke_pipeline_writes_every_figure_report_and_metric(smoke_run):
     ("llome/plots.py", {"figures"}),
     ("llome/ga.py", {"ga_difficulty", "seed_data", "ga_baseline"}),
     ("llome/generate.py", {"llome@sft", "llome@marge", "llome@dpo"}),
-    ("llome/train.py", {"params", "sft", "llome@sft", "llome@marge", "llome@dpo"}),
+    ("llome/train.py", {"sft", "llome@sft", "llome@marge", "llome@dpo"}),
+    ("llome/runtime.py", {"params", "sft", "llome@sft", "llome@marge", "llome@dpo"}),
 ])
 def test_a_changed_module_names_exactly_the_stages_that_run_it(smoke_run, module, stages):
     workdir, _ = smoke_run

@@ -1,0 +1,108 @@
+"""Seed sweeps on DVC's own machinery: queue an experiment with `dvc exp run --queue -S ...`, run the queue with
+`dvc queue start`, and find its parameters and summary metrics in `dvc exp show --json` (`make smoke`).
+
+Marked `pipeline`: the queued experiment is the whole smoke pipeline for one new seed, in a scratch git copy of
+the project, so your workspace, data/ and experiments are untouched.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+QUEUE_TIMEOUT_S = 1200
+
+
+def _project_files() -> list[str]:
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    return [f for f in listed if f and (ROOT / f).is_file()]
+
+
+def _run(workdir: Path, *command: str) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def _dvc(workdir: Path, *args: str) -> str:
+    return _run(workdir, sys.executable, "-m", "dvc", *args)
+
+
+def _experiments(show: list[dict]) -> list[dict]:
+    """The experiments (not the baseline) of `dvc exp show --json`, as {name, params, metrics} each."""
+    found = []
+    for commit in show:
+        for experiment in commit.get("experiments") or []:
+            for revision in experiment.get("revs", []):
+                data = revision.get("data") or {}
+                found.append({"name": revision.get("name") or experiment.get("name"),
+                              "params": data.get("params", {}).get("params.yaml", {}).get("data", {}),
+                              "metrics": data.get("metrics", {}).get("metrics/summary.json", {}).get("data", {})})
+    return found
+
+
+@pytest.fixture(scope="module")
+def queued_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("project")
+    for name in _project_files():
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, workdir / name)
+    # Experiments are git commits on top of a baseline commit.
+    _run(workdir, "git", "init", "-q")
+    _run(workdir, "git", "config", "user.name", "llome test")
+    _run(workdir, "git", "config", "user.email", "llome-test@localhost")
+    _run(workdir, "git", "add", "-A")
+    _run(workdir, "git", "commit", "-qm", "baseline")
+
+    start = time.monotonic()
+    _dvc(workdir, "exp", "run", "--queue", "--name", "smoke-seed-3", "-S", "profile=smoke",
+         "-S", "profiles.smoke.seeds=[3]")
+    assert "smoke-seed-3" in _dvc(workdir, "queue", "status")
+    _dvc(workdir, "queue", "start", "-j", "1")
+    while time.monotonic() - start < QUEUE_TIMEOUT_S:
+        status = _dvc(workdir, "queue", "status")
+        if not any(state in status for state in ("Queued", "Running")):
+            break
+        time.sleep(5)
+    else:
+        _dvc(workdir, "queue", "kill", "smoke-seed-3")
+        raise AssertionError(f"the queued experiment did not finish in {QUEUE_TIMEOUT_S} s:\n{status}")
+    elapsed = time.monotonic() - start
+    status = _dvc(workdir, "queue", "status")
+    assert "Failed" not in status, _dvc(workdir, "queue", "logs", "smoke-seed-3")
+    print(f"queued smoke experiment: {elapsed:.0f} s from queueing to done")
+    return workdir, json.loads(_dvc(workdir, "exp", "show", "--json"))
+
+
+def test_queued_seed_experiment_shows_its_params_and_summary_metrics(queued_run):
+    _, show = queued_run
+    experiments = {e["name"]: e for e in _experiments(show)}
+    assert "smoke-seed-3" in experiments, experiments
+    experiment = experiments["smoke-seed-3"]
+    assert experiment["params"]["profile"] == "smoke"
+    assert experiment["params"]["profiles"]["smoke"]["seeds"] == [3]
+    assert experiment["params"]["profiles"]["default"]["seeds"] == [0, 1, 2]  # only the named value changed
+    summary = experiment["metrics"]
+    assert summary["profile"] == "smoke"
+    assert set(summary["methods"]) == {"ga", "llome_sft", "llome_marge", "llome_dpo"}
+    for method, metrics in summary["methods"].items():
+        assert 0 <= metrics["regret"] <= 1 and metrics["oracle_calls"] <= summary["oracle_budget"], method
+        assert metrics["num_seeds"] == 1, method  # dvc exp show leaves out lists such as per_seed
+
+
+def test_the_workspace_is_left_as_it_was(queued_run):
+    workdir, _ = queued_run
+    assert "profile: default" in (workdir / "params.yaml").read_text()  # the experiment ran in its own copy
+    assert not (workdir / "data" / "llome").exists()
