@@ -65,7 +65,7 @@ from pathlib import Path
 import torch
 
 from llome.config import load_profile, stage_configs, validate
-from llome.loop import round_dir, run_llome
+from llome.loop import run_llome
 from llome.stages.common import load_function, read_seed_table, seed_dir
 from llome.stages.round_zero import round_zero
 from llome.stages.seed_data import seed_data
@@ -144,13 +144,11 @@ for index in range(1, cfg["llome"]["rounds"] + 1):
     if time.perf_counter() - started + 1.2 * last > budget:
         break  # the next round would not finish in the budget
     method["rounds"] = index  # run_llome resumes: only round `index` runs
-    wall, t = time.time(), time.perf_counter()
+    t = time.perf_counter()
     metrics = run_llome(method, function=function, seed_table=read_seed_table(work / "seed", 0),
                         round_zero_dir=seed_dir(work / "sft", 0), run_dir=run_dir, seed=0, progress=False)[-1]
     last = time.perf_counter() - t
-    done = round_dir(run_dir, index)
-    generation_s = (done / "candidates.parquet").stat().st_mtime - wall
-    training_s = (done / "model" / "config.json").stat().st_mtime - (done / "pairs.parquet").stat().st_mtime
+    generation_s, training_s = metrics["seconds"]["generation"], metrics["seconds"]["training"]
     row = {"round": index, "seconds": round(last, 2), "generation_s": round(generation_s, 2),
            "training_s": round(training_s, 2), "proposals": metrics["num_candidates"],
            "proposals_per_s": round(metrics["num_candidates"] / max(generation_s, 1e-9), 1),

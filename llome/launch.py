@@ -112,12 +112,10 @@ def run_job(job_dir: Path) -> Path:
 
 
 def job_train_config(job: dict) -> dict:
-    """The job's training settings over two defaults: the alphabet size the job knows, and checkpoint selection
-    (PAPER.md section 4, step 4) on for every round that continues a model (round >= 1), off for round 0."""
-    defaults = {"select_checkpoint": job["model_spec"] is None}
-    if job.get("num_states") is not None:
-        defaults["num_states"] = job["num_states"]
-    return {**defaults, **job["train"]}
+    """The job's training settings, with the alphabet size the job knows (checkpoint selection's gates need it)."""
+    if job.get("num_states") is None:
+        return dict(job["train"])
+    return {"num_states": job["num_states"], **job["train"]}
 
 
 def run_launched(launcher: dict, job_dir: Path) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from llome.generate import GenerationConfig, refine, temperature_schedule
 from llome.io import read_json, read_table, write_json, write_table
@@ -119,7 +120,14 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
     if cfg["generation"].get("temperature_schedule", True):
         temperatures = temperature_schedule(prev_mean_distance, generation.temperatures)
 
+    seconds = read_json(work / "seconds.json") if (work / "seconds.json").exists() else {}
+
+    def timed(step: str, started: float) -> None:
+        seconds[step] = round(time.perf_counter() - started, 3)
+        write_json(work / "seconds.json", seconds)
+
     if not (work / "candidates.parquet").exists():
+        started = time.perf_counter()
         model, tokenizer = load_model_and_tokenizer(prev_model_dir, device=cfg.get("device"),
                                                     dtype=inference_dtype(cfg.get("device"), cfg.get("launcher")))
         seeds = _generation_seeds(prev_pairs, pool, int(cfg["generation"]["num_seeds"]))
@@ -127,10 +135,16 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
                             config=generation, temperatures=temperatures, seed=round_seed, progress=progress)
         write_table(work / "candidates.parquet", candidates)
         del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the training job may need the GPU memory generation held
+        timed("generation", started)
     candidates = read_table(work / "candidates.parquet")
 
     if not (work / "labelled.parquet").exists():
+        started = time.perf_counter()
         selected = select_candidates(candidates, pool, cfg["selection"], round_seed)
+        timed("selection", started)
+        started = time.perf_counter()
         oracle = CountedOracle(function, cfg["selection"]["num_to_label"])
         scores = oracle(as_int_array(selected["sequence"])) if len(selected) else np.empty(0)
         # Parent scores feed diagnostics only ("improved over input"); unpaid ones are counted apart.
@@ -146,16 +160,20 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         labelled["oracle_calls_round"] = np.arange(1, len(labelled) + 1)
         write_table(work / "labelled.parquet", labelled)
         write_json(work / "oracle.json", {"oracle_calls": oracle.calls, "diagnostic_calls": len(unknown)})
+        timed("labelling", started)
     labelled = read_table(work / "labelled.parquet")
     oracle_log = read_json(work / "oracle.json")
 
     if not (work / "pairs.parquet").exists():
+        started = time.perf_counter()
         source = training_pool(pool, labelled, cfg["pairs"].get("source", "round"))
         write_table(work / "pairs.parquet", build_training_set(cfg["objective"], source, cfg["pairs"], round_seed,
                                                                 newest=set(labelled["sequence"])))
+        timed("pairs", started)
     pairs = read_table(work / "pairs.parquet")
 
     if not (work / "model" / "config.json").exists():
+        started = time.perf_counter()
         if len(pairs) == 0:
             log.warning("round %d: no pairs to train on; the model is carried over unchanged", index)
             shutil.copytree(prev_model_dir, work / "model")
@@ -165,6 +183,7 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
                             num_states=function.num_states)  # for checkpoint selection's gates
             trained.rename(work / "model")
         shutil.rmtree(work / "job", ignore_errors=True)
+        timed("training", started)
 
     metrics = {
         "round": index,
@@ -180,6 +199,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         "generation": generation_metrics(candidates),
         "labelled": labelled_metrics(labelled),
         "calibration": calibration(labelled, reward_column="reward", loglik_column="loglik"),
+        # wall time of each step (a step done before an interruption keeps the time it took then)
+        "seconds": seconds,
     }
     write_json(work / "metrics.json", metrics)
     shutil.rmtree(final, ignore_errors=True)

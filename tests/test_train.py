@@ -417,11 +417,9 @@ def test_no_held_out_rows_means_no_evaluation(tokenizer, pairs, tmp_path, caplog
     assert "checkpoint selection skipped" in caplog.text
 
 
-def test_a_job_selects_checkpoints_from_round_one_on():
+def test_a_job_passes_its_alphabet_size_and_keeps_its_own_settings():
     from llome.launch import job_train_config
 
-    round_zero = {"model_spec": {"seed": 0}, "num_states": 8, "train": {"learning_rate": 1e-3}}
-    later = {"model_spec": None, "num_states": 8, "train": {"learning_rate": 1e-3}}
-    assert job_train_config(round_zero) == {"select_checkpoint": False, "num_states": 8, "learning_rate": 1e-3}
-    assert job_train_config(later) == {"select_checkpoint": True, "num_states": 8, "learning_rate": 1e-3}
-    assert job_train_config({**later, "train": {"select_checkpoint": False}})["select_checkpoint"] is False
+    job = {"model_spec": None, "num_states": 8, "train": {"learning_rate": 1e-3, "select_checkpoint": True}}
+    assert job_train_config(job) == {"num_states": 8, "learning_rate": 1e-3, "select_checkpoint": True}
+    assert job_train_config({**job, "num_states": None}) == {"learning_rate": 1e-3, "select_checkpoint": True}
