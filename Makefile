@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test smoke plots lock browser ci clean-venv
+.PHONY: setup repro test smoke plots publish lock browser ci clean-venv
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ smoke: $(STAMP)
 # `dvc plots show` as a page that opens offline (dvc_plots/index.html).
 plots: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m llome.dvc_plots -o dvc_plots
+
+# After `make repro`: the executed notebooks to docs/reports/, figures to docs/figures/, the README's results block.
+publish: $(STAMP)
+	$(BIN)/python -m llome.publish
 
 # Re-resolve requirements/base.txt and dev.txt in a scratch venv and write their exact versions to the lock.
 lock:

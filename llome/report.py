@@ -176,12 +176,21 @@ def results_markdown(summary: dict, figures_dir: str = "docs/figures") -> str:
         f"{summary['oracle_budget']:,} calls per run (LLOME's includes its GA seed data); medians over "
         f"{max(s['num_seeds'] for s in summary['methods'].values())} seeds.",
         "",
-        "| method | oracle calls | best f | regret | solved fraction | oracle calls to best |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | oracle calls | best f | regret | solved fraction | oracle calls to best | best f per seed |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for method, s in summary["methods"].items():
+        per_seed = ", ".join(f"{r['best_value']:.3f}" for r in sorted(s["per_seed"], key=lambda r: r["seed"]))
         lines.append(f"| {method} | {s['oracle_calls']:,.0f} | {s['best_value']:.3f} | {s['regret']:.3f} | "
-                     f"{s['solved_fraction']:.2f} | {s['oracle_calls_to_best']:,.0f} |")
+                     f"{s['solved_fraction']:.2f} | {s['oracle_calls_to_best']:,.0f} | {per_seed} |")
+    short = {m: s["short_rounds"] for m, s in summary["methods"].items() if s.get("short_rounds")}
+    lines.append("")
+    if short:
+        lines.append("Rounds that had fewer than n new candidates, and so paid for fewer labels: " + "; ".join(
+            f"{m} " + ", ".join(f"seed {r['seed']} round {r['round']} ({r['labels_short']} short)" for r in rounds)
+            for m, rounds in short.items()) + ".")
+    else:
+        lines.append("Every LLOME round paid for exactly n labels.")
     lines.append("")
     for name, caption in CAPTIONS.items():
         lines.append(f"![{caption}]({figures_dir}/{name})")
