@@ -39,19 +39,6 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def regret_on_grid(trace: pd.DataFrame, grid: np.ndarray) -> pd.DataFrame:
-    """Each (method, seed) best-so-far regret read at common oracle-call counts (a step function)."""
-    rows = []
-    for (method, seed), run in trace.groupby(["method", "seed"], sort=True):
-        run = run.sort_values("oracle_calls")
-        calls, regret = run["oracle_calls"].to_numpy(), run["regret"].to_numpy()
-        idx = np.searchsorted(calls, grid, side="right") - 1
-        values = np.where(idx >= 0, regret[np.clip(idx, 0, None)], np.nan)
-        # A run that stopped early (it reached the optimum) stays at its last regret.
-        rows.append(pd.DataFrame({"method": method, "seed": seed, "oracle_calls": grid, "regret": values}))
-    return pd.concat(rows, ignore_index=True)
-
-
 def regret_bands(on_grid: pd.DataFrame) -> pd.DataFrame:
     """Median with min–max over seeds."""
     return (on_grid.groupby(["method", "oracle_calls"], as_index=False)["regret"]
