@@ -93,11 +93,6 @@ class GAResult:
     def best_value(self) -> float:
         return float(self.scores.max())
 
-    @property
-    def best_sequence(self) -> np.ndarray:
-        """The first particle that reached the best value."""
-        return self.sequences[int(np.argmax(self.scores))].astype(np.int64)
-
     def unique(self) -> pd.DataFrame:
         """First sighting of each distinct particle, in the order first seen: the seed dataset."""
         rows = np.ascontiguousarray(self.sequences)

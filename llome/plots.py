@@ -111,7 +111,7 @@ def plot_calibration(table: pd.DataFrame, correlations: dict, function_name: str
     return _save(fig, path)
 
 
-def plot_difficulty(difficulty: pd.DataFrame, ga: pd.DataFrame | None, path: Path, cap: int | None = None) -> Path:
+def plot_difficulty(difficulty: pd.DataFrame, ga: pd.DataFrame | None, path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.55 * len(difficulty) + 2.2))
     names = difficulty["name"].tolist()
     y = np.arange(len(names))
@@ -137,7 +137,7 @@ def plot_difficulty(difficulty: pd.DataFrame, ga: pd.DataFrame | None, path: Pat
         right.set_yticks(y, names, fontsize=8)
         right.invert_yaxis()
         right.set_xlabel("oracle calls to reach f = 1 (one point per seed)")
-        right.set_title("How hard each instance is for the GA" + (f" (cap {cap:,})" if cap else ""))
+        right.set_title("How hard each instance is for the GA")
         handles, labels = right.get_legend_handles_labels()
         if handles:
             right.legend(fontsize=8)
