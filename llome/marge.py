@@ -39,6 +39,13 @@ logger = logging.getLogger(__name__)
 
 _IGNORE = -100  # label value that cross_entropy skips
 
+# The authors' MargE settings (PAPER.md section 5): MargEConfig's defaults, and marge_loss's. Nowhere else.
+ALPHA = 1.0
+BETA = 10.0
+LEARNING_RATE = 1e-6
+SELF_NORMALIZE = True
+REWARD_REDUCTION = "sum"
+
 
 def importance_weights(policy_logps: torch.Tensor, ref_logps: torch.Tensor, self_normalize: bool) -> torch.Tensor:
     """w_i = exp(lp_theta_i - lp_ref_i); self-normalised as a softmax of the log-ratios, which cannot overflow."""
@@ -60,8 +67,8 @@ def marge_terms(
     ref_logps: torch.Tensor,
     completion_lengths: torch.Tensor,
     rewards: torch.Tensor,
-    self_normalize: bool = True,
-    reward_reduction: str = "sum",
+    self_normalize: bool = SELF_NORMALIZE,
+    reward_reduction: str = REWARD_REDUCTION,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two estimates MargE weighs, before alpha and beta: (reward estimate, likelihood estimate).
 
@@ -85,10 +92,10 @@ def marge_loss(
     ref_logps: torch.Tensor,
     completion_lengths: torch.Tensor,
     rewards: torch.Tensor,
-    alpha: float = 1.0,
-    beta: float = 10.0,
-    self_normalize: bool = True,
-    reward_reduction: str = "sum",
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    self_normalize: bool = SELF_NORMALIZE,
+    reward_reduction: str = REWARD_REDUCTION,
 ) -> torch.Tensor:
     """alpha * sum_i w~_i (l_i - r_i) - beta * mean_i l_i, with l_i = policy_logps_i / completion_lengths_i.
 
@@ -154,15 +161,15 @@ class MargECollator:
 
 @dataclass
 class MargEConfig(TrainingArguments):
-    """TrainingArguments plus MargE's coefficients. Defaults follow the authors (alpha 1, beta 10, lr 1e-6)."""
+    """TrainingArguments plus MargE's coefficients. Defaults follow the authors (ALPHA, BETA, LEARNING_RATE, ...)."""
 
-    alpha: float = field(default=1.0, metadata={"help": "Weight of KL(pi_theta || p_r), the reward term."})
-    beta: float = field(default=10.0, metadata={"help": "Weight of KL(pi_ref || pi_theta), the likelihood term."})
+    alpha: float = field(default=ALPHA, metadata={"help": "Weight of KL(pi_theta || p_r), the reward term."})
+    beta: float = field(default=BETA, metadata={"help": "Weight of KL(pi_ref || pi_theta), the likelihood term."})
     self_normalize: bool = field(
-        default=True, metadata={"help": "Normalise the importance weights over each per-device batch."}
+        default=SELF_NORMALIZE, metadata={"help": "Normalise the importance weights over each per-device batch."}
     )
     reward_reduction: str = field(
-        default="sum",
+        default=REWARD_REDUCTION,
         metadata={
             "help": "sum: the paper's self-normalised estimate sum_i w~_i (l_i - r_i); mean: the old estimator, "
             "divided by the batch size (ablation only; needs self_normalize)."
@@ -171,7 +178,7 @@ class MargEConfig(TrainingArguments):
     disable_dropout: bool = field(
         default=True, metadata={"help": "Zero dropout in both models, so log-probs are not noisy."}
     )
-    learning_rate: float = field(default=1e-6, metadata={"help": "The initial learning rate for AdamW."})
+    learning_rate: float = field(default=LEARNING_RATE, metadata={"help": "The initial learning rate for AdamW."})
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
 
     def __post_init__(self):
