@@ -137,7 +137,7 @@ timings["round0_sft_s"] = round(time.perf_counter() - t, 2)
 save_timings()
 
 method = stages["llome_marge"]
-function = load_function(method["function"])
+function = load_function(method["function"], seed=method["function_seed"])
 run_dir, last = work / "llome_marge" / "seed_0", 0.0
 timings["rounds_s"] = []
 for index in range(1, cfg["llome"]["rounds"] + 1):

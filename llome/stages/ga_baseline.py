@@ -54,7 +54,7 @@ def ga_traces(function, ga: GAConfig, seeds: list[int], method: str, progress: b
 
 def ga_baseline(cfg: dict, out_dir: Path, progress: bool = True):
     """Returns (swept settings ranked, the chosen setting, both GAs' regret traces)."""
-    function = load_function(cfg["function"])
+    function = load_function(cfg["function"], seed=cfg["function_seed"])
     budget = int(cfg["max_oracle_calls"])
     sweep = cfg["sweep"]
     grid = [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())]
