@@ -31,13 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from trl.trainer.utils import disable_dropout_in_model, selective_log_softmax
 
 logger = logging.getLogger(__name__)
-
-_IGNORE = -100  # label value that cross_entropy skips
 
 # The authors' MargE settings (PAPER.md section 5): MargEConfig's defaults, and marge_loss's. Nowhere else.
 ALPHA = 1.0
@@ -118,11 +116,9 @@ def completion_logps(
     """
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     # Token t is predicted from position t-1, so the first token of a row is never scored.
-    labels = input_ids[:, 1:].masked_fill(completion_mask[:, 1:] == 0, _IGNORE)
-    token_nll = F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=_IGNORE, reduction="none"
-    ).view_as(labels)
-    return -token_nll.sum(dim=1), (labels != _IGNORE).sum(dim=1)
+    scored = completion_mask[:, 1:]
+    token_logps = selective_log_softmax(logits[:, :-1].float(), input_ids[:, 1:], row_mask=scored)  # 0 off the mask
+    return token_logps.sum(dim=1), scored.sum(dim=1)
 
 
 def tokenize_prompt_completion(
@@ -256,8 +252,8 @@ class MargETrainer(Trainer):
         ref_model.eval()
         ref_model.requires_grad_(False)
         if args.disable_dropout:
-            _disable_dropout(self.model)
-            _disable_dropout(ref_model)
+            disable_dropout_in_model(self.model)
+            disable_dropout_in_model(ref_model)
         self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
@@ -340,9 +336,3 @@ def _check_reduction(self_normalize: bool, reward_reduction: str) -> None:
             "reward_reduction='mean' only changes the self-normalised estimator; with self_normalize=False the "
             "reward term is mean_i w_i (l_i - r_i) either way"
         )
-
-
-def _disable_dropout(model: torch.nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
