@@ -260,4 +260,8 @@ def test_random_instances_have_a_reachable_optimum(v, c, k, slack, seed):
     optimum = f.optimal_solution()
     assert f(optimum)[0] == 1.0 and f.is_feasible(optimum)[0]
     assert (1 + f.spacings.sum(axis=1) <= f.dim // c).all()  # each spaced motif fits in L/c positions
-    assert np.array_equal(f.initial_solution(), f.initial_solution())  # generator reset to the seed
+    start = f.initial_solution()
+    assert f.is_feasible(start)[0]  # a sample of the chain: every transition is allowed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)  # whatever the global RNG holds, the draw restarts from the instance's seed
+        assert np.array_equal(f.initial_solution(), start)
