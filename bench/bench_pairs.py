@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from machine import describe_machine
+
 from llome import neighbours as neighbours_module
 from llome.neighbours import nearest_neighbours
 from llome.pairs import make_pairs, max_mismatches, unique_pool
@@ -74,6 +76,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--reference-rows", type=int, default=1_000)
     args = parser.parse_args()
+    print(describe_machine())
     rng = np.random.default_rng(0)
     pools = [
         ("random", random_pool(args.size, rng)),

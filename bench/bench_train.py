@@ -25,6 +25,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
+from machine import describe_machine  # noqa: E402
+
 from llome.models import build_model  # noqa: E402
 from llome.tokenizer import build_tokenizer  # noqa: E402
 from llome.train import sft_trainer  # noqa: E402
@@ -88,8 +90,8 @@ def main() -> None:
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     pairs = random_pairs(options.steps * options.batch_size)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, L={LENGTH}, v={NUM_STATES}, "
-          f"batch {options.batch_size}, {options.steps} steps")
+    print(describe_machine())
+    print(f"L={LENGTH}, v={NUM_STATES}, batch {options.batch_size}, {options.steps} steps")
     print(f"{'model':>14} {'params':>8} {'pad %':>6} {'TRL tok/s':>10} {'plain tok/s':>12} {'TRL/plain':>10}")
 
     with tempfile.TemporaryDirectory() as scratch:
