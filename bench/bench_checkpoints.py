@@ -25,6 +25,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
+from machine import describe_machine  # noqa: E402
+
 from llome.models import build_model  # noqa: E402
 from llome.tokenizer import build_tokenizer  # noqa: E402
 from llome.train import train_dpo, train_marge, train_sft  # noqa: E402
@@ -74,7 +76,8 @@ def main() -> None:
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     pairs = random_pairs(options.pairs)
-    print(f"{options.objective}, {options.pairs} pairs, L={LENGTH}, v={NUM_STATES}, threads {torch.get_num_threads()}")
+    print(describe_machine())
+    print(f"{options.objective}, {options.pairs} pairs, L={LENGTH}, v={NUM_STATES}")
     with tempfile.TemporaryDirectory() as scratch:
         # The first training run of a process pays one-time costs (imports, thread pools); pay them untimed.
         for settings in SETTINGS.values():

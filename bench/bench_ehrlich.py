@@ -25,6 +25,8 @@ import warnings
 import numpy as np
 import torch
 
+from machine import describe_machine
+
 from llome.ehrlich import PAPER_SEED, Ehrlich
 
 SHAPES = [(32, 32, 4, 4), (32, 128, 4, 4)]
@@ -55,7 +57,7 @@ def compare_throughput() -> None:
     from holo.test_functions.closed_form import Ehrlich as HoloEhrlich
 
     rng = np.random.default_rng(0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; numpy {np.__version__}")
+    print(describe_machine())
     print(f"{'shape (v,L,c,k)':>18} {'batch':>7} {'holo s':>10} {'ours s':>10} {'holo/ours':>10}")
     for v, length, c, k in SHAPES:
         ours = Ehrlich(v, length, c, k, k, seed=PAPER_SEED)

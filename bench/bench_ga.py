@@ -25,6 +25,8 @@ import torch
 from holo.optim import DiscreteEvolution
 from holo.test_functions.closed_form import Ehrlich as HoloEhrlich
 
+from machine import describe_machine
+
 from llome.ehrlich import Ehrlich
 from llome.ga import GAConfig, run_ga
 
@@ -133,6 +135,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10, help="0 skips the statistics part")
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
+    print(describe_machine())
     if args.repeats:
         speed(args.timing_steps, args.repeats)
     if args.seeds:

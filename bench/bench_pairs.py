@@ -5,7 +5,7 @@ round's labelled candidates) and a dense GA-like pool of near-identical sequence
     flock /tmp/llome-cpu.lock .venv/bin/python bench/bench_pairs.py [--size 20000]
 
 Also printed: the dense matrix product timed on the same pool, which calibrates
-llome.pairs.SPARSE_FEATURE_COST (the sparse product is used when it is expected to be faster).
+llome.neighbours.SPARSE_FEATURE_COST (the sparse product is used when it is expected to be faster).
 
 The reference computes the same exact neighbour lists with one full (rows x pool) integer
 comparison per chunk and a stable sort per row: the obvious vectorised approach. It is timed on a
@@ -19,8 +19,11 @@ import time
 
 import numpy as np
 
-from llome import pairs as pairs_module
-from llome.pairs import make_pairs, max_mismatches, nearest_neighbours, unique_pool
+from machine import describe_machine
+
+from llome import neighbours as neighbours_module
+from llome.neighbours import nearest_neighbours
+from llome.pairs import make_pairs, max_mismatches, unique_pool
 
 LENGTH, VOCABULARY = 32, 32
 
@@ -73,6 +76,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--reference-rows", type=int, default=1_000)
     args = parser.parse_args()
+    print(describe_machine())
     rng = np.random.default_rng(0)
     pools = [
         ("random", random_pool(args.size, rng)),
@@ -96,9 +100,9 @@ def main() -> None:
         dense_note = ""
         if name == "ga-like":
             started = time.perf_counter()
-            saved, pairs_module.SPARSE_FEATURE_COST = pairs_module.SPARSE_FEATURE_COST, 10**9
-            dense = pairs_module._neighbours_by_matrix_product(unique, max_mismatch, 30)
-            pairs_module.SPARSE_FEATURE_COST = saved
+            saved, neighbours_module.SPARSE_FEATURE_COST = neighbours_module.SPARSE_FEATURE_COST, 10**9
+            dense = neighbours_module._neighbours_by_matrix_product(unique, max_mismatch, 30)
+            neighbours_module.SPARSE_FEATURE_COST = saved
             dense_seconds = time.perf_counter() - started
             same = all(np.array_equal(a, b) for a, b in zip(dense, (rows, cols)))
             dense_note = f"; dense product {dense_seconds:.2f} s (same result: {same})"

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from machine import describe_machine
+
 from llome.config import load_profile, stage_configs
 from llome.stages.llome_rounds import llome_method
 from llome.stages.round_zero import round_zero
@@ -37,6 +39,7 @@ def main() -> None:
                         help="keep the runs here; finished parts (seed data, round 0, rounds) are reused")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    print(describe_machine())
     cfg = load_profile(Path(__file__).resolve().parents[1] / "params.yaml", args.profile)
     cfg["seeds"] = [args.seed]
     cfg["llome"]["rounds"] = args.rounds

@@ -12,7 +12,7 @@
 # 1,024 sequences decoded at once. It runs the GA seed data, round 0 (SFT), then MargE rounds until the next one
 # would not finish within GPU_CHECK_BUDGET_S seconds (default 480; a hard timeout stops it 2 minutes later).
 #
-# It writes to OUT_DIR: env.json (GPU, versions), timings.json (each part's seconds), rounds.jsonl (each
+# It writes to OUT_DIR: env.json (machine, GPU, versions), timings.json (each part's seconds), rounds.jsonl (each
 # round's metrics, its generation and training seconds and proposals per second), nvidia-smi.txt, and the run
 # itself under OUT_DIR/work.
 #
@@ -64,6 +64,7 @@ from pathlib import Path
 
 import torch
 
+from bench.machine import describe_machine
 from llome.config import load_profile, stage_configs, validate
 from llome.loop import run_llome
 from llome.stages.common import load_function, read_seed_table, seed_dir
@@ -112,7 +113,7 @@ for train in [cfg["sft"], *(m["train"] for m in cfg["llome"]["methods"].values()
 validate(cfg)
 stages = stage_configs(cfg)
 
-env = {"mode": mode, "torch": torch.__version__, "cuda": torch.version.cuda, "num_gpus": gpus,
+env = {"mode": mode, "machine": describe_machine(), "torch": torch.__version__, "cuda": torch.version.cuda, "num_gpus": gpus,
        "gpus": [torch.cuda.get_device_name(i) for i in range(gpus)],
        "bf16_supported": bool(gpus and torch.cuda.is_bf16_supported()), "budget_s": budget,
        "launcher": stages["llome_marge"]["launcher"], "model": cfg["model"]["gpt_neox"],
@@ -137,7 +138,7 @@ timings["round0_sft_s"] = round(time.perf_counter() - t, 2)
 save_timings()
 
 method = stages["llome_marge"]
-function = load_function(method["function"])
+function = load_function(method["function"], seed=method["function_seed"])
 run_dir, last = work / "llome_marge" / "seed_0", 0.0
 timings["rounds_s"] = []
 for index in range(1, cfg["llome"]["rounds"] + 1):

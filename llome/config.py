@@ -170,14 +170,16 @@ def launcher_config(cfg: dict) -> dict:
 def stage_configs(cfg: dict) -> dict[str, dict]:
     """What each stage reads; a stage reruns only when its own entry changes."""
     common = {"profile": cfg["profile"], "function": cfg["function"]}
+    # A stage that builds the function builds the instance test_functions saved: same name, same seed.
+    builds_function = {**common, "function_seed": cfg["test_functions"]["seed"]}
     stages = {
         "test_functions": {"profile": cfg["profile"], **cfg["test_functions"]},
         "ga_difficulty": {"profile": cfg["profile"], "names": cfg["test_functions"]["names"],
                           "function_seed": cfg["test_functions"]["seed"], **cfg["ga_difficulty"]},
-        "seed_data": {**common, "seeds": cfg["seeds"], "ga": cfg["seed_data"]},
-        "sft": {**common, "seeds": cfg["seeds"], "model": cfg["model"], "pairs": cfg["pairs"],
+        "seed_data": {**builds_function, "seeds": cfg["seeds"], "ga": cfg["seed_data"]},
+        "sft": {**builds_function, "seeds": cfg["seeds"], "model": cfg["model"], "pairs": cfg["pairs"],
                 "train": cfg["sft"], "launcher": launcher_config(cfg), "device": cfg["device"]},
-        "ga_baseline": {**common, "seeds": cfg["seeds"], "max_oracle_calls": llome_oracle_budget(cfg),
+        "ga_baseline": {**builds_function, "seeds": cfg["seeds"], "max_oracle_calls": llome_oracle_budget(cfg),
                         "paper_ga": cfg["seed_data"], **cfg["ga_baseline"]},
         "figures": {**common, "seeds": cfg["seeds"], "methods": sorted(cfg["llome"]["methods"]), "rounds": cfg["llome"]["rounds"],
                     "oracle_budget": llome_oracle_budget(cfg), "seed_data_oracle_calls": seed_data_oracle_calls(cfg)},
@@ -185,7 +187,7 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
     llome = cfg["llome"]
     for method, spec in llome["methods"].items():
         stages[f"llome_{method}"] = {
-            **common, "method": method, "seeds": cfg["seeds"], "rounds": llome["rounds"],
+            **builds_function, "method": method, "seeds": cfg["seeds"], "rounds": llome["rounds"],
             "objective": spec["objective"], "train": spec["train"], "pairs": cfg["pairs"],
             "generation": llome["generation"], "selection": llome["selection"],
             "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "launcher": launcher_config(cfg),

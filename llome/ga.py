@@ -16,7 +16,7 @@ The semantics follow the authors' reference optimiser (pytorch-holo 0.0.5, Discr
   (possibly to the value it already had).
 
 Every evaluation is recorded (particle, score, step, oracle-call count), so one run gives both the seed
-dataset (`GAResult.unique`) and the regret-vs-oracle-calls curve (`GAResult.best_curve`).
+dataset (`GAResult.unique`) and the regret-vs-oracle-calls curve (llome.metrics.regret_curve of its scores).
 """
 
 from __future__ import annotations
@@ -92,32 +92,6 @@ class GAResult:
     @property
     def best_value(self) -> float:
         return float(self.scores.max())
-
-    @property
-    def best_sequence(self) -> np.ndarray:
-        """The first particle that reached the best value."""
-        return self.sequences[int(np.argmax(self.scores))].astype(np.int64)
-
-    def best_curve(self, at: np.ndarray | None = None, optimal_value: float = 1.0) -> pd.DataFrame:
-        """Best score so far against oracle calls, with regret = optimal_value - best.
-
-        By default one row per improvement of the best (the first call included) and one for the last call,
-        which is the whole step function. Pass `at` (oracle-call counts in [1, n]) to read it on a grid,
-        e.g. to average runs of different seeds. Before any feasible particle the best is -inf, regret +inf.
-        """
-        running_best = np.maximum.accumulate(self.scores)
-        if at is None:
-            improved = np.flatnonzero(running_best[1:] > running_best[:-1]) + 1
-            rows = np.unique(np.concatenate([[0], improved, [len(self) - 1]]))
-        else:
-            calls = np.asarray(at)
-            if calls.ndim != 1 or not np.issubdtype(calls.dtype, np.integer):
-                raise ValueError(f"best_curve(at=...) must be a 1-D array of integer call counts, got {at!r}")
-            if calls.size and (calls.min() < 1 or calls.max() > len(self)):
-                raise ValueError(f"best_curve(at=...) values must lie in [1, {len(self)}], got {calls.min()}..{calls.max()}")
-            rows = calls - 1
-        best = running_best[rows]
-        return pd.DataFrame({"oracle_calls": rows + 1, "best_value": best, "regret": optimal_value - best})
 
     def unique(self) -> pd.DataFrame:
         """First sighting of each distinct particle, in the order first seen: the seed dataset."""

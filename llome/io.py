@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,16 +73,3 @@ def read_table(path) -> pd.DataFrame:
 def write_csv(path, table: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
-
-
-def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Moves a finished directory into place, replacing an older one."""
-    final_dir = Path(final_dir)
-    if final_dir.exists():
-        trash = final_dir.with_name(f".{final_dir.name}.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(final_dir, trash)
-        os.replace(tmp_dir, final_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp_dir, final_dir)

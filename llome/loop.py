@@ -22,7 +22,7 @@ from llome.metrics import calibration, generation_metrics, labelled_metrics, reg
 from llome.jobs import as_int_array, build_training_set, train
 from llome.models import inference_dtype, load_model_and_tokenizer
 from llome.provenance import claim, make_record, result_config, table_digest, tree_digest
-from llome.pairs import likelihood_filter, sample_for_labelling
+from llome.selection import likelihood_filter, sample_for_labelling
 from llome.text import VALID
 
 log = logging.getLogger(__name__)

@@ -31,13 +31,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from trl.trainer.utils import disable_dropout_in_model, selective_log_softmax
 
 logger = logging.getLogger(__name__)
 
-_IGNORE = -100  # label value that cross_entropy skips
+# The authors' MargE settings (PAPER.md section 5): MargEConfig's defaults, and marge_loss's. Nowhere else.
+ALPHA = 1.0
+BETA = 10.0
+LEARNING_RATE = 1e-6
+SELF_NORMALIZE = True
+REWARD_REDUCTION = "sum"
 
 
 def importance_weights(policy_logps: torch.Tensor, ref_logps: torch.Tensor, self_normalize: bool) -> torch.Tensor:
@@ -60,8 +65,8 @@ def marge_terms(
     ref_logps: torch.Tensor,
     completion_lengths: torch.Tensor,
     rewards: torch.Tensor,
-    self_normalize: bool = True,
-    reward_reduction: str = "sum",
+    self_normalize: bool = SELF_NORMALIZE,
+    reward_reduction: str = REWARD_REDUCTION,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two estimates MargE weighs, before alpha and beta: (reward estimate, likelihood estimate).
 
@@ -85,10 +90,10 @@ def marge_loss(
     ref_logps: torch.Tensor,
     completion_lengths: torch.Tensor,
     rewards: torch.Tensor,
-    alpha: float = 1.0,
-    beta: float = 10.0,
-    self_normalize: bool = True,
-    reward_reduction: str = "sum",
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    self_normalize: bool = SELF_NORMALIZE,
+    reward_reduction: str = REWARD_REDUCTION,
 ) -> torch.Tensor:
     """alpha * sum_i w~_i (l_i - r_i) - beta * mean_i l_i, with l_i = policy_logps_i / completion_lengths_i.
 
@@ -111,11 +116,9 @@ def completion_logps(
     """
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     # Token t is predicted from position t-1, so the first token of a row is never scored.
-    labels = input_ids[:, 1:].masked_fill(completion_mask[:, 1:] == 0, _IGNORE)
-    token_nll = F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=_IGNORE, reduction="none"
-    ).view_as(labels)
-    return -token_nll.sum(dim=1), (labels != _IGNORE).sum(dim=1)
+    scored = completion_mask[:, 1:]
+    token_logps = selective_log_softmax(logits[:, :-1].float(), input_ids[:, 1:], row_mask=scored)  # 0 off the mask
+    return token_logps.sum(dim=1), scored.sum(dim=1)
 
 
 def tokenize_prompt_completion(
@@ -154,15 +157,15 @@ class MargECollator:
 
 @dataclass
 class MargEConfig(TrainingArguments):
-    """TrainingArguments plus MargE's coefficients. Defaults follow the authors (alpha 1, beta 10, lr 1e-6)."""
+    """TrainingArguments plus MargE's coefficients. Defaults follow the authors (ALPHA, BETA, LEARNING_RATE, ...)."""
 
-    alpha: float = field(default=1.0, metadata={"help": "Weight of KL(pi_theta || p_r), the reward term."})
-    beta: float = field(default=10.0, metadata={"help": "Weight of KL(pi_ref || pi_theta), the likelihood term."})
+    alpha: float = field(default=ALPHA, metadata={"help": "Weight of KL(pi_theta || p_r), the reward term."})
+    beta: float = field(default=BETA, metadata={"help": "Weight of KL(pi_ref || pi_theta), the likelihood term."})
     self_normalize: bool = field(
-        default=True, metadata={"help": "Normalise the importance weights over each per-device batch."}
+        default=SELF_NORMALIZE, metadata={"help": "Normalise the importance weights over each per-device batch."}
     )
     reward_reduction: str = field(
-        default="sum",
+        default=REWARD_REDUCTION,
         metadata={
             "help": "sum: the paper's self-normalised estimate sum_i w~_i (l_i - r_i); mean: the old estimator, "
             "divided by the batch size (ablation only; needs self_normalize)."
@@ -171,7 +174,7 @@ class MargEConfig(TrainingArguments):
     disable_dropout: bool = field(
         default=True, metadata={"help": "Zero dropout in both models, so log-probs are not noisy."}
     )
-    learning_rate: float = field(default=1e-6, metadata={"help": "The initial learning rate for AdamW."})
+    learning_rate: float = field(default=LEARNING_RATE, metadata={"help": "The initial learning rate for AdamW."})
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
 
     def __post_init__(self):
@@ -249,8 +252,8 @@ class MargETrainer(Trainer):
         ref_model.eval()
         ref_model.requires_grad_(False)
         if args.disable_dropout:
-            _disable_dropout(self.model)
-            _disable_dropout(ref_model)
+            disable_dropout_in_model(self.model)
+            disable_dropout_in_model(ref_model)
         self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
@@ -333,9 +336,3 @@ def _check_reduction(self_normalize: bool, reward_reduction: str) -> None:
             "reward_reduction='mean' only changes the self-normalised estimator; with self_normalize=False the "
             "reward term is mean_i w_i (l_i - r_i) either way"
         )
-
-
-def _disable_dropout(model: torch.nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0

@@ -8,6 +8,8 @@ no valid candidate at all, and that is a result to report.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -40,12 +42,15 @@ def _mean_or_nan(values: np.ndarray) -> float:
 # Regret
 
 
-def regret_curve(oracle_calls, scores, optimum: float = 1.0) -> pd.DataFrame:
+def regret_curve(oracle_calls, scores, optimum: float = 1.0, *, improvements_only: bool = False) -> pd.DataFrame:
     """Best value so far and regret (optimum - best) after each evaluation, in evaluation order.
 
+    The one best-so-far computation of the project: the GA baseline's and LLOME's traces both come from it.
     oracle_calls[i] is the cumulative number of oracle calls when scores[i] was obtained (None:
     1, 2, ..., n). Until the first feasible score the best value is -inf and the regret +inf, so
-    runs that never find a feasible sequence stay visibly at infinite regret.
+    runs that never find a feasible sequence stay visibly at infinite regret. With improvements_only,
+    only the first row, each row where the best improves and the last row are kept: the same step
+    function (regret_on_grid reads both alike) in far fewer rows for a long run.
     """
     values = np.asarray(scores, dtype=np.float64)
     if values.ndim != 1:
@@ -68,22 +73,39 @@ def regret_curve(oracle_calls, scores, optimum: float = 1.0) -> pd.DataFrame:
             raise ValueError("oracle_calls must be non-negative and non-decreasing")
         calls = calls.astype(np.int64)
     best = np.maximum.accumulate(values) if len(values) else values
+    if improvements_only and len(values):
+        improved = np.flatnonzero(best[1:] > best[:-1]) + 1
+        rows = np.unique(np.concatenate([[0], improved, [len(values) - 1]]))
+        calls, best = calls[rows], best[rows]
     return pd.DataFrame({"oracle_calls": calls, "best_value": best, "regret": optimum - best})
 
 
-def regret_on_grid(curve: pd.DataFrame, grid) -> np.ndarray:
-    """Regret of a regret_curve after each budget in grid (+inf before the first evaluation), so
-    runs with different call counts can be summarised over seeds on a common axis."""
-    _require_columns(curve, ["oracle_calls", "regret"], "curve")
+def regret_on_grid(trace: pd.DataFrame, grid, runs: Sequence[str] = ()) -> pd.DataFrame:
+    """Regret of each run after each budget in grid, so that runs with different call counts can be
+    summarised on a common axis.
+
+    trace is a regret_curve, or several stacked and told apart by the `runs` columns (e.g. method and
+    seed). Returns the `runs` columns, oracle_calls (the grid) and regret, run by run in sorted order.
+    A run's regret holds after its last evaluation (a run that reached the optimum stopped there). Before
+    its first evaluation it is NaN, not +inf: the run has no value there, and medians over seeds skip it.
+    """
+    runs = list(runs)
+    _require_columns(trace, [*runs, "oracle_calls", "regret"], "trace")
     budgets = np.asarray(grid)
     if budgets.ndim != 1:
         raise ValueError(f"grid must be 1-D, got shape {budgets.shape}")
-    calls = curve["oracle_calls"].to_numpy()
-    if (np.diff(calls) < 0).any():
-        raise ValueError("curve['oracle_calls'] must be non-decreasing")
-    regret = curve["regret"].to_numpy(dtype=np.float64)
-    last = np.searchsorted(calls, budgets, side="right") - 1
-    return np.where(last >= 0, regret[np.maximum(last, 0)], np.inf)
+    tables = []
+    for key, run in (trace.groupby(runs, sort=True) if runs else [((), trace)]):
+        calls = run["oracle_calls"].to_numpy()
+        if (np.diff(calls) < 0).any():
+            raise ValueError(f"trace['oracle_calls'] must be non-decreasing within a run, not in run {key}")
+        regret = run["regret"].to_numpy(dtype=np.float64)
+        last = np.searchsorted(calls, budgets, side="right") - 1
+        values = np.where(last >= 0, regret[np.maximum(last, 0)], np.nan)
+        tables.append(pd.DataFrame({**dict(zip(runs, key)), "oracle_calls": budgets, "regret": values}))
+    if not tables:
+        return pd.DataFrame(columns=[*runs, "oracle_calls", "regret"])
+    return pd.concat(tables, ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,15 +37,6 @@ from llome.tokenizer import build_tokenizer
 
 _PRECISION_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-DEFAULT_MODEL_CONFIG: dict[str, Any] = {
-    "num_hidden_layers": 6,
-    "hidden_size": 64,
-    "num_attention_heads": 4,
-    "intermediate_size": 256,
-    "max_position_embeddings": 1024,
-    "seed": 0,
-}
-
 _REQUIRED_SIZES = (
     "num_hidden_layers",
     "hidden_size",

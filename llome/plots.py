@@ -39,19 +39,6 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def regret_on_grid(trace: pd.DataFrame, grid: np.ndarray) -> pd.DataFrame:
-    """Each (method, seed) best-so-far regret read at common oracle-call counts (a step function)."""
-    rows = []
-    for (method, seed), run in trace.groupby(["method", "seed"], sort=True):
-        run = run.sort_values("oracle_calls")
-        calls, regret = run["oracle_calls"].to_numpy(), run["regret"].to_numpy()
-        idx = np.searchsorted(calls, grid, side="right") - 1
-        values = np.where(idx >= 0, regret[np.clip(idx, 0, None)], np.nan)
-        # A run that stopped early (it reached the optimum) stays at its last regret.
-        rows.append(pd.DataFrame({"method": method, "seed": seed, "oracle_calls": grid, "regret": values}))
-    return pd.concat(rows, ignore_index=True)
-
-
 def regret_bands(on_grid: pd.DataFrame) -> pd.DataFrame:
     """Median with min–max over seeds."""
     return (on_grid.groupby(["method", "oracle_calls"], as_index=False)["regret"]
@@ -124,7 +111,7 @@ def plot_calibration(table: pd.DataFrame, correlations: dict, function_name: str
     return _save(fig, path)
 
 
-def plot_difficulty(difficulty: pd.DataFrame, ga: pd.DataFrame | None, path: Path, cap: int | None = None) -> Path:
+def plot_difficulty(difficulty: pd.DataFrame, ga: pd.DataFrame | None, path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.55 * len(difficulty) + 2.2))
     names = difficulty["name"].tolist()
     y = np.arange(len(names))
@@ -150,7 +137,7 @@ def plot_difficulty(difficulty: pd.DataFrame, ga: pd.DataFrame | None, path: Pat
         right.set_yticks(y, names, fontsize=8)
         right.invert_yaxis()
         right.set_xlabel("oracle calls to reach f = 1 (one point per seed)")
-        right.set_title("How hard each instance is for the GA" + (f" (cap {cap:,})" if cap else ""))
+        right.set_title("How hard each instance is for the GA")
         handles, labels = right.get_legend_handles_labels()
         if handles:
             right.legend(fontsize=8)

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from llome.io import atomic_path, read_table, write_csv, write_json
-from llome.metrics import calibration
+from llome.metrics import calibration, regret_on_grid
 from llome.provenance import file_digest, make_record, write_record
 from llome.plots import (per_round_medians, plot_calibration, plot_difficulty, plot_regret, plot_round_panels,
-                         regret_bands, regret_on_grid)
+                         regret_bands)
 
 VALIDITY_PANELS = [
     ("generation.parsable", "parsable"), ("generation.correct_length", "right length"),
@@ -94,7 +94,7 @@ def build_report(cfg: dict, data_dir, figures_dir, plots_dir, summary_path, repo
 
     budget = int(cfg["oracle_budget"])
     grid = np.unique(np.linspace(1, budget, 400).astype(int))
-    bands = regret_bands(regret_on_grid(trace, grid))
+    bands = regret_bands(regret_on_grid(trace, grid, runs=("method", "seed")))
     write_csv(plots_dir / "regret.csv", bands)
     figures = [plot_regret(bands, name, cfg["seed_data_oracle_calls"], figures_dir / "regret.png")]
 

@@ -44,8 +44,7 @@ from llome.text import format_completion, format_prompt
 
 logger = logging.getLogger(__name__)
 
-DPO_DEFAULTS: dict[str, Any] = {"beta": 0.4}  # the authors' value
-MARGE_DEFAULTS: dict[str, Any] = {"alpha": 1.0, "beta": 10.0, "self_normalize": True}  # the authors' values
+DPO_DEFAULTS: dict[str, Any] = {"beta": 0.4}  # the authors' value; MargE's are MargEConfig's own
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class TrainConfig:
     launcher instead (see `placement`).
     """
 
-    learning_rate: float = 1e-4
+    learning_rate: float | None = None  # None: the trainer config's own (MargEConfig's is the authors' MargE rate)
     num_train_epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides num_train_epochs
     per_device_train_batch_size: int = 16
@@ -137,6 +136,8 @@ def training_args(
     """`config_class` built from `cfg` over `defaults`, with `fixed` settings the trainer needs."""
     config = TrainConfig.from_mapping(cfg)
     settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _RUN_FIELDS}
+    if settings["learning_rate"] is None:
+        del settings["learning_rate"]  # the trainer config's default applies
     # Evaluation only needs the loss (not the logits gathered over the held-out set), in batches as in training.
     evaluation = {"per_device_eval_batch_size": config.per_device_train_batch_size, "prediction_loss_only": True}
     settings = {**evaluation, **(defaults or {}), **settings, **config.extra}
@@ -350,7 +351,7 @@ def marge_trainer(model, ref_model, tokenizer, pairs, cfg, output_dir, callbacks
     dataset, eval_dataset = marge_dataset(pairs), _maybe(marge_dataset, eval_table)
     both = _concat(dataset, eval_dataset)
     _check_fits(model, tokenizer, list(both["prompt"]), list(both["completion"]))
-    args = training_args(MargEConfig, cfg, output_dir, defaults=MARGE_DEFAULTS)
+    args = training_args(MargEConfig, cfg, output_dir)
     return MargETrainer(
         model=model,
         ref_model=ref_model,

@@ -45,3 +45,17 @@ def copy_model(tmp_path_factory):
     save_model_and_tokenizer(model, tokenizer, root / "model")
     return {"dir": root / "model", "model": model, "tokenizer": tokenizer, "dim": dim, "num_states": num_states,
             "pool": x}
+
+
+def brute_force_neighbours(array, max_mismatch, num_neighbors):
+    """The neighbour rule written as plainly as possible: sort everyone by (distance, index).
+
+    Shared by the tests of the neighbour search and of the pairs and triples built on it."""
+    import numpy as np
+
+    edges = []
+    for i, row in enumerate(array):
+        distance = {j: int((row != other).sum()) for j, other in enumerate(array) if j != i}
+        close = sorted((d, j) for j, d in distance.items() if d <= max_mismatch)
+        edges += [(i, j, d) for d, j in close[:num_neighbors]]
+    return [np.array([edge[k] for edge in edges], dtype=np.int64) for k in range(3)]

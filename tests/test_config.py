@@ -94,6 +94,23 @@ def test_stage_files_depend_only_on_their_own_settings(tmp_path):
         assert same == (name != "llome_dpo")
 
 
+def test_the_function_seed_reaches_every_stage_that_builds_the_function():
+    from llome.ehrlich import Ehrlich
+    from llome.stages.common import load_function
+
+    params = copy.deepcopy(PARAMS)
+    params["profiles"]["default"]["test_functions"]["seed"] = 7
+    stages = stage_configs(load_profile(params, "default"))
+    builders = {"seed_data", "sft", "ga_baseline", "ga_difficulty", "llome_sft", "llome_marge", "llome_dpo"}
+    assert {name for name, stage in stages.items() if stage.get("function_seed") == 7} == builders
+    assert stages["test_functions"]["seed"] == 7
+    name = stages["seed_data"]["function"]
+    function = load_function(name, seed=stages["seed_data"]["function_seed"])
+    assert function.seed == 7 and function == Ehrlich.from_name(name, seed=7) != Ehrlich.from_name(name)
+    with pytest.raises(ValueError, match="seed"):
+        load_function(name)  # no default seed to fall back on
+
+
 def test_paper_profile_trains_under_accelerate_launch(tmp_path):
     from llome.launch import training_command
 

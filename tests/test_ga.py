@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from llome.ehrlich import Ehrlich
-from llome.ga import GAConfig, GAResult, _bernoulli_successes, next_generation, run_ga, survivors
+from llome.ga import GAConfig, _bernoulli_successes, next_generation, run_ga, survivors
 
 LENGTH, NUM_STATES = 12, 6
 TARGET = np.arange(LENGTH) % NUM_STATES
@@ -279,29 +279,6 @@ def test_unique_keeps_the_first_sighting_of_each_particle():
     np.testing.assert_array_equal(table["score"], result.scores[first])
     np.testing.assert_array_equal(table["step"], result.steps[first])
     assert all(type(v) is int for v in table["sequence"][0])
-
-
-def hand_made_result(scores):
-    n = len(scores)
-    return GAResult(
-        sequences=np.zeros((n, 2), np.uint8),
-        scores=np.array(scores, dtype=float),
-        steps=np.zeros(n, np.int32),
-        num_states=2,
-        stop_reason="num_steps",
-    )
-
-
-def test_best_curve_is_the_running_best_step_function():
-    result = hand_made_result([-np.inf, 0.25, 0.125, 0.5, 0.5, 0.375])
-    curve = result.best_curve()
-    assert curve["oracle_calls"].tolist() == [1, 2, 4, 6]
-    assert curve["best_value"].tolist() == [-np.inf, 0.25, 0.5, 0.5]
-    assert curve["regret"].tolist() == [np.inf, 0.75, 0.5, 0.5]
-    on_grid = result.best_curve(at=np.array([1, 3, 5]))
-    assert on_grid["best_value"].tolist() == [-np.inf, 0.25, 0.5]
-    with pytest.raises(ValueError, match=r"\[1, 6\]"):
-        result.best_curve(at=np.array([0, 3]))
 
 
 # --- bad input -----------------------------------------------------------------------------------------

@@ -214,3 +214,23 @@ def test_completion_logps_equal_unpadded_per_row_sums(tiny):
             expected = sum(log_softmax[t - 1, row[0, t]].item() for t in range(start, row.shape[1]))
             assert logps[i].item() == pytest.approx(expected, abs=1e-4)
             assert lengths[i].item() == len(example["completion_ids"])
+
+
+@pytest.mark.parametrize("disable_dropout", [True, False])
+def test_trainer_zeroes_dropout_in_both_models_only_when_asked(tmp_path, disable_dropout):
+    from datasets import Dataset
+
+    from llome.marge import MargETrainer
+
+    tokenizer = build_tokenizer(8)
+    config = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64,
+              "max_position_embeddings": 64, "hidden_dropout": 0.25, "attention_dropout": 0.25, "seed": 0}
+    policy, reference = build_model(config, tokenizer), build_model(config, tokenizer)
+    pairs = Dataset.from_dict({"prompt": [format_prompt([1, 2])] * 2, "completion": [format_completion([2, 1])] * 2,
+                               "reward": [0.0, 0.5]})
+    args = MargEConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, use_cpu=True, report_to="none",
+                       disable_dropout=disable_dropout)
+    MargETrainer(model=policy, ref_model=reference, args=args, train_dataset=pairs, processing_class=tokenizer)
+    for model in (policy, reference):
+        rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+        assert rates == ({0.0} if disable_dropout else {0.25})

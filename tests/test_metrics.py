@@ -47,9 +47,43 @@ def test_regret_curve_rejects_bad_input(calls, scores, message):
         regret_curve(calls, scores)
 
 
+def test_improvements_only_keeps_the_same_step_function_in_fewer_rows():
+    scores = [-np.inf, 0.25, 0.125, 0.5, 0.5, 0.375]
+    curve = regret_curve(None, scores, improvements_only=True)
+    assert curve["oracle_calls"].tolist() == [1, 2, 4, 6]  # first, each improvement, last
+    assert curve["best_value"].tolist() == [-np.inf, 0.25, 0.5, 0.5]
+    assert curve["regret"].tolist() == [np.inf, 0.75, 0.5, 0.5]
+    grid = np.arange(0, 8)
+    full = regret_on_grid(regret_curve(None, scores), grid)
+    assert regret_on_grid(curve, grid).equals(full)
+    assert regret_curve(None, [0.5], improvements_only=True)["oracle_calls"].tolist() == [1]
+    assert regret_curve(None, [], improvements_only=True).empty
+
+
 def test_regret_on_grid_reads_the_step_function():
     curve = regret_curve([10, 20, 30], [-np.inf, 0.25, 0.5])
-    assert regret_on_grid(curve, [5, 10, 25, 30, 1000]).tolist() == [np.inf, np.inf, 0.75, 0.5, 0.5]
+    on_grid = regret_on_grid(curve, [5, 10, 25, 30, 1000])
+    assert on_grid["oracle_calls"].tolist() == [5, 10, 25, 30, 1000]
+    # NaN before the first call; +inf while nothing feasible is found; held after the last call.
+    np.testing.assert_array_equal(on_grid["regret"], [np.nan, np.inf, 0.75, 0.5, 0.5])
+
+
+def test_regret_on_grid_reads_each_run_apart():
+    # Two seeds of two methods, stacked in no particular run order.
+    trace = pd.concat([
+        regret_curve([1, 4], [0.25, 0.5]).assign(method="b", seed=0),
+        regret_curve([1, 2, 3], [0.5, 0.75, 1.0]).assign(method="a", seed=1),
+        regret_curve([2], [0.5]).assign(method="a", seed=0),
+    ], ignore_index=True)
+    on_grid = regret_on_grid(trace, [1, 3], runs=["method", "seed"])
+    assert list(on_grid.columns) == ["method", "seed", "oracle_calls", "regret"]
+    assert list(zip(on_grid["method"], on_grid["seed"])) == [("a", 0), ("a", 0), ("a", 1), ("a", 1),
+                                                               ("b", 0), ("b", 0)]
+    np.testing.assert_array_equal(on_grid["regret"], [np.nan, 0.5, 0.5, 0.0, 0.75, 0.75])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        regret_on_grid(trace.iloc[::-1], [1], runs=["method", "seed"])
+    with pytest.raises(ValueError, match="missing column"):
+        regret_on_grid(trace, [1], runs=["round"])
 
 
 # --- diversity -------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
+from pathlib import Path
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
+from llome.config import load_profile
+from llome.jobs import model_spec
 from llome.models import (
-    DEFAULT_MODEL_CONFIG,
     build_model,
     build_model_and_tokenizer,
     load_model_and_tokenizer,
@@ -14,6 +17,7 @@ from llome.models import (
 from llome.text import format_completion, format_prompt
 from llome.tokenizer import build_tokenizer
 
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 TINY = {
     "num_hidden_layers": 2,
     "hidden_size": 32,
@@ -33,11 +37,13 @@ def _input(tokenizer):
     return tokenizer(format_prompt([1, 2, 3]) + format_completion([3, 2, 1]), return_tensors="pt")
 
 
-def test_default_model_is_the_authors_small_gpt_neox(tokenizer):
-    model = build_model(DEFAULT_MODEL_CONFIG, tokenizer)
+def test_the_pipelines_model_setting_builds_that_gpt_neox(tokenizer):
+    # The model the sft stage builds from params.yaml (default profile): the sizes it names, the tokenizer's ids.
+    setting = load_profile(PARAMS)["model"]
+    model = build_model(model_spec(setting, seed=0), tokenizer)
     assert isinstance(model, GPTNeoXForCausalLM)
     config = model.config
-    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (6, 64, 4)
+    assert setting["gpt_neox"] and all(getattr(config, k) == v for k, v in setting["gpt_neox"].items())
     assert config.vocab_size == len(tokenizer)
     assert model.get_input_embeddings().num_embeddings == len(tokenizer)
     assert config.pad_token_id == tokenizer.pad_token_id

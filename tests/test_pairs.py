@@ -1,27 +1,9 @@
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import brute_force_neighbours
 
 from llome import pairs
-from llome.pairs import (
-    PAIR_COLUMNS,
-    TRIPLE_COLUMNS,
-    likelihood_filter,
-    make_dpo_triples,
-    make_pairs,
-    nearest_neighbours,
-    sample_for_labelling,
-)
-
-
-def brute_force_neighbours(array, max_mismatch, num_neighbors):
-    """The neighbour rule written as plainly as possible: sort everyone by (distance, index)."""
-    edges = []
-    for i, row in enumerate(array):
-        distance = {j: int((row != other).sum()) for j, other in enumerate(array) if j != i}
-        close = sorted((d, j) for j, d in distance.items() if d <= max_mismatch)
-        edges += [(i, j, d) for d, j in close[:num_neighbors]]
-    return [np.array([edge[k] for edge in edges], dtype=np.int64) for k in range(3)]
+from llome.pairs import PAIR_COLUMNS, TRIPLE_COLUMNS, make_dpo_triples, make_pairs
 
 
 def brute_force_pairs(sequences, scores, max_distance, num_neighbors):
@@ -233,55 +215,6 @@ def test_bad_input_is_rejected_with_the_argument_named(kwargs, message):
         make_pairs(**kwargs)
 
 
-# --- the neighbour search itself -------------------------------------------------------------
-
-
-def random_pool(rng, size, length, vocabulary):
-    return np.unique(rng.integers(0, vocabulary, (size, length)), axis=0)
-
-
-@pytest.mark.parametrize("search", ["auto", "blocks", "dense", "sparse"])
-def test_every_search_path_agrees_with_brute_force(search, monkeypatch):
-    rng = np.random.default_rng(["auto", "blocks", "dense", "sparse"].index(search))
-    if search == "dense":
-        monkeypatch.setattr(pairs, "SPARSE_FEATURE_COST", 10**9)
-    if search == "sparse":
-        monkeypatch.setattr(pairs, "SPARSE_FEATURE_COST", 0)
-    for trial in range(60):
-        length, vocabulary = int(rng.integers(1, 12)), int(rng.integers(1, 5))
-        array = random_pool(rng, int(rng.integers(1, 50)), length, vocabulary)
-        max_mismatch = int(rng.integers(0, length + 2))
-        num_neighbors = [None, 1, 3, 100][trial % 4]
-        if search == "auto":
-            found = nearest_neighbours(array, max_mismatch, num_neighbors)
-        elif search == "blocks":
-            found = pairs._neighbours_by_blocks(array, max_mismatch, num_neighbors, max_candidates=10**9)
-            if found is None:  # pigeonhole needs max_mismatch + 1 <= length blocks
-                assert max_mismatch + 1 > length
-                continue
-        else:
-            if max_mismatch < 1 or len(array) < 2:
-                continue
-            found = pairs._neighbours_by_matrix_product(array, max_mismatch, num_neighbors)
-        expected = brute_force_neighbours(array, max_mismatch, num_neighbors)
-        for got, want in zip(found, expected):
-            np.testing.assert_array_equal(got, want)
-
-
-def test_dense_pools_take_the_matrix_product_and_diverse_pools_the_blocks():
-    rng = np.random.default_rng(5)
-    diverse = random_pool(rng, 2000, 32, 32)
-    assert pairs._neighbours_by_blocks(diverse, 8, 30) is not None
-    start = rng.integers(0, 32, 32)
-    dense = np.tile(start, (2000, 1))
-    hit = rng.random(dense.shape) < 0.05
-    dense[hit] = rng.integers(0, 32, hit.sum())
-    dense = np.unique(dense, axis=0)
-    assert pairs._neighbours_by_blocks(dense, 8, 30) is None
-    rows, cols, mismatches = nearest_neighbours(dense, 8, 30)
-    assert np.bincount(rows).max() == 30 and (mismatches <= 8).all()
-
-
 # --- DPO triples -----------------------------------------------------------------------------
 
 
@@ -382,51 +315,3 @@ def test_dpo_triples_max_triples_is_a_seeded_sample():
         make_dpo_triples(sequences, scores, infeasible_fraction=1.5)
     assert make_dpo_triples([(0, 1)], [0.5]).empty
     assert make_dpo_triples([(0, 0), (0, 1)], [0.5, 0.5]).empty  # no neighbour beats another
-
-
-# --- selecting candidates to label -----------------------------------------------------------
-
-
-def test_likelihood_filter_keeps_the_top_of_the_distribution():
-    candidates = pd.DataFrame({"loglik": np.arange(1.0, 11.0)}, index=list("abcdefghij"))
-    kept = likelihood_filter(candidates)
-    # numpy's 60th percentile of 1..10 is 6.4.
-    assert kept.index.tolist() == list("ghij")
-    assert len(likelihood_filter(candidates, quantile=0.0)) == 10
-    assert likelihood_filter(candidates, quantile=1.0)["loglik"].tolist() == [10.0]
-    ties = pd.DataFrame({"score": [1.0, 1.0, 1.0, 2.0]})
-    assert len(likelihood_filter(ties, quantile=0.5, column="score")) == 4
-
-
-@pytest.mark.parametrize(
-    "frame, kwargs, message",
-    [
-        (pd.DataFrame({"loglik": [1.0, np.nan]}), {}, "finite"),
-        (pd.DataFrame({"other": [1.0]}), {}, "'loglik' is not in candidates"),
-        (pd.DataFrame({"loglik": [1.0]}), {"quantile": 60}, "quantile"),
-        ([1.0, 2.0], {}, "DataFrame"),
-    ],
-)
-def test_likelihood_filter_rejects_bad_input(frame, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        likelihood_filter(frame, **kwargs)
-
-
-def test_sample_for_labelling_is_uniform_seeded_and_bounded():
-    candidates = pd.DataFrame({"value": np.arange(100)}, index=np.arange(100) * 3)
-    sample = sample_for_labelling(candidates, 10, seed=0)
-    assert len(sample) == 10 and sample.index.is_unique and sample.index.is_monotonic_increasing
-    assert set(sample.index) <= set(candidates.index)
-    assert sample.equals(sample_for_labelling(candidates, 10, seed=0))
-    assert not sample.equals(sample_for_labelling(candidates, 10, seed=1))
-    assert sample_for_labelling(candidates, 500, seed=0).equals(candidates)
-    assert sample_for_labelling(candidates, 0, seed=0).empty
-    # Uniform: over many seeds every row is drawn about n / len = 10% of the time.
-    counts = np.zeros(100)
-    for seed in range(400):
-        counts[sample_for_labelling(candidates, 10, seed=seed)["value"].to_numpy()] += 1
-    assert counts.min() > 15 and counts.max() < 70  # mean 40, sd about 6
-    with pytest.raises(ValueError, match="n must"):
-        sample_for_labelling(candidates, -1, seed=0)
-    with pytest.raises(ValueError, match="seed"):
-        sample_for_labelling(candidates, 1, seed=None)

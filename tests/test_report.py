@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llome.plots import regret_bands, regret_on_grid
+from llome.metrics import regret_on_grid
+from llome.plots import regret_bands
 from llome.report import run_summary, write_html_report
 
 
@@ -27,7 +28,7 @@ def test_run_summary_medians_by_hand():
 
 def test_regret_on_grid_is_a_step_function_held_after_the_run_ends():
     grid = np.array([1, 9, 10, 29, 30, 100])
-    on_grid = regret_on_grid(_trace(), grid)
+    on_grid = regret_on_grid(_trace(), grid, runs=["method", "seed"])
     seed0 = on_grid[on_grid["seed"] == 0]["regret"].tolist()
     assert seed0 == [0.75, 0.75, 0.5, 0.5, 0.0, 0.0]
     bands = regret_bands(on_grid)

@@ -205,12 +205,15 @@ def test_training_args_defaults_suit_a_cpu(tmp_path):
 
 
 def test_method_settings_reach_their_own_config_only(tmp_path):
-    from llome.train import DPO_DEFAULTS, MARGE_DEFAULTS
+    from llome.train import DPO_DEFAULTS
 
     assert training_args(DPOConfig, {}, tmp_path, defaults=DPO_DEFAULTS).beta == 0.4
     assert training_args(DPOConfig, {"beta": 0.1}, tmp_path, defaults=DPO_DEFAULTS).beta == 0.1
-    marge = training_args(MargEConfig, {"alpha": 2.0}, tmp_path, defaults=MARGE_DEFAULTS)
-    assert (marge.alpha, marge.beta, marge.self_normalize) == (2.0, 10.0, True)
+    # As marge_trainer builds it: the authors' MargE settings (MargEConfig's) unless the config says otherwise.
+    marge = training_args(MargEConfig, {"alpha": 2.0}, tmp_path)
+    assert (marge.alpha, marge.beta, marge.self_normalize, marge.reward_reduction) == (2.0, 10.0, True, "sum")
+    assert marge.learning_rate == 1e-6
+    assert training_args(MargEConfig, {"learning_rate": 2e-4}, tmp_path).learning_rate == 2e-4
     with pytest.raises(ValueError, match="beta"):
         training_args(SFTConfig, {"beta": 0.4}, tmp_path)
     with pytest.raises(ValueError, match="learning_rat"):

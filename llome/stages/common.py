@@ -15,10 +15,16 @@ def seed_dir(root: Path, seed: int) -> Path:
 
 
 def load_function(name: str, test_functions_dir: Path | None = None, seed: int | None = None) -> Ehrlich:
-    """The instance as the test_functions stage saved it, or built from its name."""
+    """The instance as the test_functions stage saved it, or built from its name and `seed`.
+
+    A stage passes its config's `function_seed` (params.yaml's test_functions.seed): a default seed here would
+    let a stage optimise another instance than the one test_functions describes.
+    """
     if test_functions_dir is not None and (Path(test_functions_dir) / f"{name}.json").exists():
         return Ehrlich.from_dict(read_json(Path(test_functions_dir) / f"{name}.json"))
-    return Ehrlich.from_name(name) if seed is None else Ehrlich.from_name(name, seed=seed)
+    if seed is None:
+        raise ValueError(f"load_function({name!r}) needs the function's seed (a stage config's function_seed)")
+    return Ehrlich.from_name(name, seed=seed)
 
 
 def seed_data_path(seed_data_dir: Path, seed: int) -> Path:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from llome.ga import GAConfig, run_ga
 from llome.io import write_csv, write_json
+from llome.metrics import regret_curve
 from llome.provenance import make_record, write_record
 from llome.stages.common import load_function
 
@@ -46,13 +47,14 @@ def ga_traces(function, ga: GAConfig, seeds: list[int], method: str, progress: b
     traces = []
     for seed in seeds:
         result = run_ga(function, function.initial_solution(), function.num_states, ga, seed=seed, progress=progress)
-        traces.append(result.best_curve(optimal_value=function.optimal_value).assign(seed=seed))
+        curve = regret_curve(result.oracle_calls, result.scores, function.optimal_value, improvements_only=True)
+        traces.append(curve.assign(seed=seed))
     return pd.concat(traces, ignore_index=True).assign(method=method)
 
 
 def ga_baseline(cfg: dict, out_dir: Path, progress: bool = True):
     """Returns (swept settings ranked, the chosen setting, both GAs' regret traces)."""
-    function = load_function(cfg["function"])
+    function = load_function(cfg["function"], seed=cfg["function_seed"])
     budget = int(cfg["max_oracle_calls"])
     sweep = cfg["sweep"]
     grid = [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())]

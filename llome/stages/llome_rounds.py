@@ -13,7 +13,7 @@ from llome.stages.common import load_function, read_seed_table, seed_dir
 
 def llome_method(cfg: dict, seed_data_dir: Path, round_zero_dir: Path, out_dir: Path, progress: bool = True):
     """Returns (one row of metrics per seed and round, the regret trace of every seed)."""
-    function = load_function(cfg["function"])
+    function = load_function(cfg["function"], seed=cfg["function_seed"])
     metrics_rows, traces = [], []
     for seed in cfg["seeds"]:
         seed_table = read_seed_table(seed_data_dir, seed)

@@ -12,7 +12,7 @@ from llome.stages.common import load_function, read_seed_table, seed_dir
 
 def round_zero(cfg: dict, seed_data_dir: Path, out_dir: Path, progress: bool = True) -> pd.DataFrame:
     """One model per seed under `out_dir/seed_<s>/`; a seed whose provenance still matches is reused."""
-    function = load_function(cfg["function"])
+    function = load_function(cfg["function"], seed=cfg["function_seed"])
     rows = []
     for seed in cfg["seeds"]:
         metrics = run_round_zero(read_seed_table(seed_data_dir, seed), model_cfg=cfg["model"],

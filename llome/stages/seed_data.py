@@ -15,7 +15,7 @@ from llome.stages.common import load_function, seed_data_path
 
 def seed_data(cfg: dict, out_dir: Path, progress: bool = True) -> pd.DataFrame:
     """Per seed, every unique particle seen, with its score, step and oracle-call count."""
-    function = load_function(cfg["function"])
+    function = load_function(cfg["function"], seed=cfg["function_seed"])
     ga = GAConfig(**cfg["ga"])
     rows = []
     for seed in cfg["seeds"]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from llome.difficulty import difficulty
 from llome.ehrlich import Ehrlich
 from llome.io import write_csv, write_json
 from llome.provenance import make_record, write_record
@@ -19,7 +20,7 @@ def build_test_functions(cfg: dict, out_dir: Path, progress: bool = True) -> pd.
     for name in tqdm(cfg["names"], desc="test functions", disable=not progress):
         function = Ehrlich.from_name(name, seed=cfg["seed"])
         write_json(out_dir / f"{name}.json", function.to_dict())
-        d = function.difficulty()
+        d = difficulty(function)
         rows.append({
             "name": name, "num_states": function.num_states, "dim": function.dim,
             "num_motifs": function.num_motifs, "motif_length": function.motif_length,
