@@ -9,7 +9,9 @@ Engine. All rows of an iteration, one per trajectory, are decoded together in ch
 per distinct prompt, then a token-by-token loop over a KV cache in which every row has its own temperature. The
 loop keeps the log-probability of each chosen token under the untempered distribution, so a candidate's likelihood
 comes from the decoding pass itself. A row stops at the token that closes its list, or at eos; one more step reads
-the probability of eos after the list, which the likelihood includes (as `completion_logliks` does).
+the probability of eos after the list, which the likelihood includes (as `completion_logliks` does). On a CPU the
+small models spend most of a step in attention, reading every row's cache: the cache is therefore written in place
+(never copied to grow), and large chunks are faster than small ones as long as memory lasts.
 
 Validity. With the word-level tokenizer the completion "[y1, ..., yL]" is exactly the tokens `[ y1 , ... yL ]`, so
 such rows are checked and read on token ids. Every other row (another spelling, or any row of a tokenizer where
@@ -42,7 +44,9 @@ class GenerationConfig:
     greedy: bool = True
     temperatures: tuple[float, ...] = (0.6, 0.8, 1.0, 1.2, 1.4, 1.6)
     num_samples: int = 4  # trajectories per seed and temperature (candidates, when the trajectory is shared)
-    batch_size: int = 256  # rows decoded at once: it bounds memory, and larger is faster while memory lasts
+    # Rows decoded at once. It bounds memory (the KV cache of a 4x64 GPT-NeoX holds ~0.3 MB a row at L=32); larger is
+    # faster (bench/bench_generate.py, 2 cores: about +10% from 256 to 1024 rows, +2% more to 4096).
+    batch_size: int = 1024
     shared_trajectory: bool = False  # False: every decoding mode is its own trajectory (the paper)
     # A candidate equal to its own input is never chosen as the next input. The models here learn to copy, so a
     # copy is often a trajectory's most likely candidate; under the literal rule such a trajectory would stay on its
@@ -89,22 +93,14 @@ def _derived_seed(*parts: int) -> int:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Decoding
-#
-# Attention over the KV cache dominates decoding these small models, and it is bound by memory traffic: every step
-# reads every row's whole cache. So the loop verifies several tokens per step (speculative sampling, exact: the
-# samples follow the model's tempered distribution), with the input's own completion as the draft, since the
-# models propose edits of their input. One prefill runs each distinct prompt together with its draft, so a row
-# that accepts the whole draft needs no step of its own.
-
-DRAFT_LENGTH = 8  # draft tokens verified per step after the prefill (measured on bench/bench_generate.py)
 
 
 class _RoomCache(Cache):
-    """A KV cache with room reserved for the whole generation, written in place at each row's own position.
+    """A KV cache with room reserved for the whole generation, filled in place at slot `self.slot`.
 
-    The library's DynamicCache concatenates, i.e. copies the whole cache, to grow by one token; and rows that
-    accept different numbers of draft tokens need their own write positions (`offsets`). Every step attends over
-    the whole room, with a 4D mask that hides what a row has not written (or has written and then rejected).
+    The library's DynamicCache concatenates, i.e. copies its whole cache, to grow by one token: with thousands of
+    rows that copy costs more than the model. Attention runs over the whole room with a 4D mask that hides the
+    slots not yet written (a slice of the room would be strided, which attention reads about twice as slowly).
     """
 
     def __init__(self, prefill: Cache, rows: torch.Tensor, size: int):
@@ -112,28 +108,30 @@ class _RoomCache(Cache):
         for old in prefill.layers:
             layer = DynamicLayer()
             layer.lazy_initialization(old.keys, old.values)
-            filled = old.keys.shape[-2]
-            layer.keys = old.keys.new_zeros((len(rows), *old.keys.shape[1:-2], size, old.keys.shape[-1]))
-            layer.values = old.values.new_zeros((len(rows), *old.values.shape[1:-2], size, old.values.shape[-1]))
-            layer.keys[..., :filled, :] = old.keys[rows]
-            layer.values[..., :filled, :] = old.values[rows]
+            layer.keys, layer.values = self._reserve(old.keys, rows, size), self._reserve(old.values, rows, size)
             layers.append(layer)
         super().__init__(layers=layers)
-        self.offsets = torch.zeros(len(rows), dtype=torch.long, device=rows.device)
+        self.slot = prefill.layers[0].keys.shape[-2]  # where the next token's keys and values go
+
+    @staticmethod
+    def _reserve(states: torch.Tensor, rows: torch.Tensor, size: int) -> torch.Tensor:
+        room = states.new_empty((len(rows), *states.shape[1:-2], size, states.shape[-1]))
+        room[..., :states.shape[-2], :] = states[rows]
+        room[..., states.shape[-2]:, :] = 0.0  # masked slots still meet the values: they must be finite
+        return room
 
     @staticmethod
     def applies(model) -> bool:
-        # A prepared 4D mask reaches these attention functions untouched; the others (flash...) need their own. And
-        # only plain full-attention layers can be replaced (not sliding windows, nor recurrent states).
+        # A prepared 4D mask reaches these attention functions untouched (flash-attention kernels need their own),
+        # and only plain full-attention layers can be replaced (not sliding windows, nor recurrent states).
         return (model.config._attn_implementation in ("sdpa", "eager")
                 and all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers))
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         layer = self.layers[layer_idx]
-        steps = torch.arange(key_states.shape[-2], device=key_states.device)
-        index = (self.offsets[:, None] + steps)[:, None, :, None]
-        layer.keys.scatter_(2, index.expand_as(key_states), key_states)
-        layer.values.scatter_(2, index.expand_as(value_states), value_states)
+        end = self.slot + key_states.shape[-2]
+        layer.keys[..., self.slot:end, :] = key_states
+        layer.values[..., self.slot:end, :] = value_states
         return layer.keys, layer.values
 
 
@@ -147,149 +145,72 @@ class Decoded:
     eos_logp: np.ndarray  # (rows,) log p(eos) right after the closing token; NaN for rows that never closed
 
 
-def _verify(logits, drafts, usable, sampled, scale, generator):
-    """Speculative sampling of one step, all rows at once.
-
-    logits (rows, k, V) are the model's for the next k positions, drafts (rows, k-1) the guesses for the first k-1
-    of them (`usable` where a guess exists). A draft token is accepted with its tempered probability (greedy rows:
-    when it is the argmax); the first refused one is replaced by a draw from the distribution without it, which
-    makes every token an exact sample. Returns the number of leading drafts accepted and the token after them.
-    """
-    rows, k, _ = logits.shape
-    row = torch.arange(rows, device=logits.device)
-    probs = torch.softmax(logits / scale[:, None, None], dim=-1)
-    uniform = torch.rand((rows, k - 1), generator=generator, device=logits.device)
-    likely = uniform < probs[:, :-1].gather(-1, drafts[..., None]).squeeze(-1)
-    take = torch.where(sampled[:, None], likely, logits[:, :-1].argmax(dim=-1) == drafts) & usable
-    accepted = take.long().cumprod(dim=1).sum(dim=1)
-    no_draft = usable.new_zeros((rows, 1))
-    refused = torch.cat([usable, no_draft], dim=1)[row, accepted] & sampled
-    refused_token = torch.cat([drafts, no_draft.long()], dim=1)[row, accepted]
-    after = probs[row, accepted]
-    residual = after.scatter(1, refused_token[:, None], 0.0)
-    residual = torch.where((refused & (residual.sum(-1) > 0))[:, None], residual, after)
-    draw = torch.multinomial(residual, 1, generator=generator).squeeze(1)
-    return accepted, torch.where(sampled, draw, logits[row, accepted].argmax(dim=-1))
-
-
-def _prefill(model, prompts, drafts, pad):
-    """One forward pass over each distinct (prompt, draft), padded on the left: generated token j sits at width + j."""
-    device = model.device
-    keys = [(tuple(p), tuple(d)) for p, d in zip(prompts, drafts)]
-    distinct = list(dict.fromkeys(keys))
-    index = {key: i for i, key in enumerate(distinct)}
-    owner = torch.tensor([index[key] for key in keys], device=device)
-    width, guessed = max(len(p) for p, _ in distinct), max(len(d) for _, d in distinct)
-    ids = torch.full((len(distinct), width + guessed), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, (p, d) in enumerate(distinct):
-        ids[i, width - len(p):width + len(d)] = torch.tensor(p + d, dtype=torch.long)
-        mask[i, width - len(p):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    padded = not bool(mask.all())  # without padding the mask is implicit, and attention takes its fastest path
-    positions = (mask.cumsum(1) - 1).clamp_min(0)
-    out = model(input_ids=ids, attention_mask=mask if padded else None, position_ids=positions, use_cache=True,
-                past_key_values=DynamicCache(config=model.config), logits_to_keep=guessed + 1)
-    return out, owner, mask[owner, :width].bool(), padded
-
-
 @torch.inference_mode()
 def decode(model, prompts: list[list[int]], temperatures: torch.Tensor, *, closes: torch.Tensor, eos: int, pad: int,
-           max_new_tokens: int, generator: torch.Generator, drafts: list[list[int]] | None = None,
-           draft_length: int = DRAFT_LENGTH) -> Decoded:
+           max_new_tokens: int, generator: torch.Generator) -> Decoded:
     """Decode every prompt (token ids) at its own temperature (0 = greedy) until it closes its list or emits eos.
 
     `closes` marks the vocabulary's tokens that close a list. Sampling is plain temperature sampling from the whole
-    distribution, drawn from `generator` only. `drafts` (a guess at each row's completion) change the speed, never
-    the distribution.
+    distribution, drawn from `generator` only. All rows take one token per step, so every row's next token goes
+    in the same cache slot.
     """
     device, rows = model.device, len(prompts)
-    room = _RoomCache.applies(model)
-    if not room:  # the model's own cache: every row takes one token per step, in lockstep, without drafts
-        drafts, draft_length = None, 1
-    drafts = [list(d[:max_new_tokens]) for d in drafts] if drafts is not None else [[] for _ in prompts]
-    out, owner, prompt_visible, padded = _prefill(model, prompts, drafts, pad)
-    width = prompt_visible.shape[1]
-    if room:
-        cache = _RoomCache(out.past_key_values, owner, width + max_new_tokens + draft_length + 1)
-    else:
-        cache = out.past_key_values
+    distinct = list(dict.fromkeys(tuple(p) for p in prompts))
+    index = {p: i for i, p in enumerate(distinct)}
+    owner = torch.tensor([index[tuple(p)] for p in prompts], device=device)
+    width = max(map(len, distinct))
+    ids = torch.full((len(distinct), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(distinct):  # padded on the left, so that every row's next token goes in one column
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    padded = not bool(mask.all())  # without padding the mask is implicit, and attention takes its fastest path
+    out = model(input_ids=ids, attention_mask=mask if padded else None, position_ids=(mask.cumsum(1) - 1).clamp_min(0),
+                past_key_values=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
+    logits = out.logits[owner, -1].float()
+    mask = mask[owner] if padded else mask[:1]
+    next_position = mask.sum(1, keepdim=True)
+    if _RoomCache.applies(model):
+        cache = _RoomCache(out.past_key_values, owner, width + max_new_tokens)
+        hidden = torch.finfo(model.dtype).min
+        room_mask = torch.full((len(mask), 1, 1, width + max_new_tokens), hidden, dtype=model.dtype, device=device)
+        room_mask[:, 0, 0, :width].masked_fill_(mask.bool(), 0.0)
+    else:  # the model's own cache, and its own mask
+        cache, room_mask = out.past_key_values, None
         cache.reorder_cache(owner)
-    logits = out.logits[owner]
-    prompt_length = prompt_visible.sum(1)
 
-    span = max_new_tokens + max(draft_length, logits.shape[1]) + 1
-    draft = torch.full((rows, span), pad, dtype=torch.long, device=device)
-    usable = torch.zeros((rows, span), dtype=torch.bool, device=device)
-    for i, d in enumerate(drafts):
-        draft[i, :len(d)] = torch.tensor(d, dtype=torch.long)
-        usable[i, :len(d)] = True
-    usable[:, max_new_tokens:] = False
-    tokens = torch.full((rows, span), pad, dtype=torch.long, device=device)
-    token_logp = torch.zeros((rows, span), dtype=torch.float32, device=device)
+    tokens = torch.full((rows, max_new_tokens), pad, dtype=torch.long, device=device)
+    token_logp = torch.zeros((rows, max_new_tokens), dtype=torch.float32, device=device)
     eos_logp = torch.full((rows,), float("nan"), device=device)
-    length = torch.zeros(rows, dtype=torch.long, device=device)  # tokens chosen so far
-    closing = torch.zeros(rows, dtype=torch.bool, device=device)  # closed by its last token: eos is read next step
+    length = torch.zeros(rows, dtype=torch.long, device=device)
+    closed = torch.zeros(rows, dtype=torch.bool, device=device)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     temperatures = temperatures.to(device=device, dtype=torch.float32)
     sampled = temperatures > 0
-    scale = torch.where(sampled, temperatures, 1.0)
-    live = torch.arange(rows, device=device)  # the rows still in the batch, in the order of the cache
-    while True:
-        k = logits.shape[1]
-        row, steps = torch.arange(len(live), device=device), torch.arange(k, device=device)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        eos_logp[live] = torch.where(closing[live], logp[:, 0, eos], eos_logp[live])
-        done[live] |= closing[live]
-        active, n = ~done[live], length[live]
-        guess = draft[live[:, None], n[:, None] + steps[:-1]]
-        accepted, following = _verify(logits.float(), guess, usable[live[:, None], n[:, None] + steps[:-1]],
-                                      sampled[live], scale[live], generator)
-        # A draft that ends the list (its closing token, or eos) ends the row: nothing after it is taken.
-        ends = (closes[guess] | (guess == eos)) & (steps[:-1] < accepted[:, None])
-        ends = torch.cat([ends, ends.new_zeros((len(live), 1))], dim=1)  # (argmax needs a column)
-        ended = ends.any(dim=1)
-        accepted = torch.where(ended, ends.long().argmax(dim=1) + 1, accepted)
-        extra = ~ended & (n + accepted < max_new_tokens)  # the token after the accepted drafts is taken too
-        chosen = torch.cat([guess, following[:, None]], dim=1)
-        chosen[row, accepted] = following
-        taken = accepted + extra.long()
-        columns = n[:, None] + steps
-        write = active[:, None] & (steps < taken[:, None])
-        tokens[live[:, None], columns] = torch.where(write, chosen, tokens[live[:, None], columns])
-        token_logp[live[:, None], columns] = torch.where(
-            write, logp.gather(-1, chosen[..., None]).squeeze(-1), token_logp[live[:, None], columns])
-        last = chosen[row, (taken - 1).clamp_min(0)]
-        eos_logp[live] = torch.where(active & ended & closes[last], logp[row, accepted, eos], eos_logp[live])
-        length[live] = n + torch.where(active, taken, 0)
-        closing[live] = active & extra & closes[following]
-        finished = ended | (extra & (following == eos)) | (length[live] >= max_new_tokens)
-        done[live] |= active & finished & ~closing[live]
-        if bool(done.all()):
+    scale = torch.where(sampled, temperatures, 1.0)[:, None]
+    for step in range(max_new_tokens + 1):
+        logp = torch.log_softmax(logits, dim=-1)
+        eos_logp = torch.where(closed & ~done, logp[:, eos], eos_logp)  # eos right after the list, never sampled
+        done |= closed
+        if step == max_new_tokens or bool(done.all()):
             break
-        if room and 2 * int((~done[live]).sum()) <= len(live):  # drop finished rows once they are half the batch
-            keep = torch.nonzero(~done[live]).squeeze(1)
-            live = live[keep]
-            cache.batch_select_indices(keep)
-        # Feed each row's last token and its next drafts; the K/V of refused drafts are hidden, then overwritten.
-        start = length[live] - 1
-        fed = torch.cat([tokens[live, start][:, None],
-                         draft[live[:, None], start[:, None] + 1 + torch.arange(draft_length - 1, device=device)]],
-                        dim=1).masked_fill(done[live][:, None], pad)
-        position_ids = (prompt_length[live] + start)[:, None] + torch.arange(draft_length, device=device)
-        if room:
-            cache.offsets = width + start
-            slots = torch.arange(cache.layers[0].keys.shape[-2], device=device)
-            limit = cache.offsets[:, None, None] + torch.arange(draft_length, device=device)[None, :, None]
-            visible = (slots >= width) & (slots <= limit)
-            visible[..., :width] |= prompt_visible[live][:, None, :]
-            attention = torch.zeros(visible.shape, dtype=model.dtype, device=device).masked_fill(
-                ~visible, torch.finfo(model.dtype).min)[:, None]
-        else:  # lockstep: every row in the batch has fed as many tokens as the longest
-            generated = torch.ones((rows, int(length.max())), dtype=torch.bool, device=device)
-            attention = torch.cat([prompt_visible, generated], dim=1).long() if padded else None
-        logits = model(input_ids=fed, attention_mask=attention, position_ids=position_ids, past_key_values=cache,
-                       use_cache=True).logits
+        # Every row draws, greedy ones included, so that a row's draws do not depend on the other rows' modes.
+        draw = torch.multinomial(torch.softmax(logits / scale, dim=-1), 1, generator=generator).squeeze(1)
+        choice = torch.where(sampled, draw, logits.argmax(dim=-1)).masked_fill(done, pad)
+        tokens[:, step] = choice
+        token_logp[:, step] = logp.gather(1, choice[:, None]).squeeze(1).masked_fill(done, 0.0)
+        length += ~done
+        closed |= closes[choice] & ~done
+        done |= choice == eos
+        if room_mask is not None:
+            cache.slot = width + step
+            room_mask[..., width + step] = 0.0
+            attention = room_mask
+        else:
+            attention = torch.cat([mask, torch.ones_like(mask[:, :1]).expand(-1, step + 1)], dim=1) if padded else None
+        logits = model(input_ids=choice[:, None], attention_mask=attention, position_ids=next_position + step,
+                       past_key_values=cache, use_cache=True).logits[:, -1].float()
     steps = int(length.max())
     return Decoded(tokens[:, :steps].cpu().numpy(), token_logp[:, :steps].double().cpu().numpy(),
                    length.cpu().numpy(), eos_logp.double().cpu().numpy())
@@ -444,15 +365,16 @@ def refine(model, tokenizer, seeds, *, dim: int, num_states: int, config: Genera
     row_seed = np.repeat(np.arange(len(seeds)), len(modes))
     row_temperature = np.tile(np.array(modes, dtype=np.float64), len(seeds))
     row_trajectory = row_seed if config.shared_trajectory else np.arange(len(row_seed))
-    num_trajectories = len(seeds) if config.shared_trajectory else len(row_seed)
-    inputs = [seeds[row_seed[r]] for r in range(len(row_seed))] if not config.shared_trajectory else list(seeds)
-    best_loglik = np.full(num_trajectories, -np.inf)
-    best = [None] * num_trajectories
+    trajectory_seed = np.arange(len(seeds)) if config.shared_trajectory else row_seed
+    inputs = [seeds[s] for s in trajectory_seed]
+    best_loglik = np.full(len(inputs), -np.inf)
+    best = [None] * len(inputs)
 
     grammar = TokenGrammar.of(tokenizer, num_states)
     device = model.device
     closes = _closing_tokens(tokenizer, grammar, model.get_output_embeddings().weight.shape[0], device)
-    max_new_tokens = len(tokenizer(format_completion([num_states - 1] * dim), add_special_tokens=False)["input_ids"]) + 2
+    longest = format_completion([num_states - 1] * dim)
+    max_new_tokens = len(tokenizer(longest, add_special_tokens=False)["input_ids"]) + 2
     generator = torch.Generator(device=device)
     was_training = model.training
     model.eval()
@@ -465,9 +387,6 @@ def refine(model, tokenizer, seeds, *, dim: int, num_states: int, config: Genera
             distinct = list(dict.fromkeys(parents))
             prompt_of = dict(zip(distinct, map(format_prompt, distinct)))
             ids_of = dict(zip(distinct, tokenizer(list(prompt_of.values()), add_special_tokens=False)["input_ids"]))
-            # The draft: the input's own completion, which the models mostly copy (it sets the speed only).
-            draft_of = dict(zip(distinct, tokenizer([format_completion(x) for x in distinct],
-                                                    add_special_tokens=False)["input_ids"]))
             prompts = [prompt_of[x] for x in parents]
             texts, sequences, statuses, logliks = [], [], [], []
             for chunk_index, start in enumerate(chunks):
@@ -475,8 +394,7 @@ def refine(model, tokenizer, seeds, *, dim: int, num_states: int, config: Genera
                 generator.manual_seed(_derived_seed(seed, iteration, chunk_index))
                 decoded = decode(model, [ids_of[x] for x in parents[rows]], torch.from_numpy(row_temperature[rows]),
                                  closes=closes, eos=tokenizer.eos_token_id, pad=tokenizer.pad_token_id,
-                                 max_new_tokens=max_new_tokens, generator=generator,
-                                 drafts=[draft_of[x] for x in parents[rows]])
+                                 max_new_tokens=max_new_tokens, generator=generator)
                 for out, part in zip((texts, sequences, statuses, logliks), read_candidates(
                         decoded, prompts[rows], model=model, tokenizer=tokenizer, grammar=grammar, dim=dim,
                         num_states=num_states, batch_size=config.batch_size)):

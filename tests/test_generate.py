@@ -213,6 +213,30 @@ def test_misspelt_but_valid_completions_are_parsed_and_rescored(copy_model):
     assert np.isnan(logliks[2])
 
 
+def test_the_models_own_cache_gives_the_same_candidates(copy_model, monkeypatch):
+    fast, _, _ = _run(copy_model, seed=5)
+    monkeypatch.setattr(generate_module._RoomCache, "applies", staticmethod(lambda model: False))
+    slow, _, _ = _run(copy_model, seed=5)
+    pd.testing.assert_frame_equal(fast.drop(columns="loglik"), slow.drop(columns="loglik"))
+    np.testing.assert_allclose(fast["loglik"], slow["loglik"], rtol=0, atol=1e-5)
+
+
+def test_eager_attention_takes_the_same_path_and_agrees_with_teacher_forcing():
+    dim, num_states = 3, 12
+    tokenizer = _char_tokenizer(num_states)  # prompts of several lengths: padding in the mask
+    model = _tiny_trained_model(tokenizer, dim, num_states, steps=100)
+    model.set_attn_implementation("eager")
+    assert generate_module._RoomCache.applies(model)
+    seeds = [tuple(map(int, s)) for s in np.random.default_rng(1).integers(0, num_states, (12, dim))]
+    _assert_greedy_matches_the_reference(model, tokenizer, seeds, dim, num_states)
+    cfg = GenerationConfig(num_iterations=1, temperatures=(1.0,), num_samples=10)
+    out = refine(model, tokenizer, seeds, dim=dim, num_states=num_states, config=cfg, progress=False)
+    valid = out[out["status"] == VALID]
+    forced = completion_logliks(model, tokenizer, _prompts(valid), [format_completion(s) for s in valid["sequence"]])
+    assert len(valid) > 10
+    np.testing.assert_allclose(valid["loglik"].to_numpy(), forced, rtol=0, atol=1e-5)
+
+
 def test_without_a_token_grammar_text_parsing_gives_the_same_candidates(copy_model, monkeypatch):
     fast, _, _ = _run(copy_model, seed=5)
     monkeypatch.setattr(TokenGrammar, "of", classmethod(lambda cls, tokenizer, num_states: None))
@@ -260,9 +284,7 @@ def _tiny_trained_model(tokenizer, dim, num_states, steps=60):
     return model.eval()
 
 
-@pytest.mark.parametrize("draft, draft_length", [(None, 1), ((0, 2), 8), ((1, 1), 2), ((2, 0), 3)])
-def test_samples_follow_the_tempered_distribution_of_the_model(draft, draft_length):
-    """With or without a draft (here: the input, another list), verifying 1 to 8 tokens per step."""
+def test_samples_follow_the_tempered_distribution_of_the_model():
     dim, num_states, per_temperature = 2, 3, 20000
     tokenizer = build_tokenizer(num_states)
     model = _tiny_trained_model(tokenizer, dim, num_states)
@@ -275,12 +297,10 @@ def test_samples_follow_the_tempered_distribution_of_the_model(draft, draft_leng
         ids = torch.cat([torch.tensor(prompt).expand(len(spelled), -1), spelled], dim=1)
         logits = model(input_ids=ids).logits[:, len(prompt) - 1:-1].double()
     generator = torch.Generator().manual_seed(0)
-    rows = per_temperature * len(temperatures)
-    drafts = None if draft is None else [grammar.spell(np.array([draft]))[0].tolist()] * rows
-    decoded = decode(model, [prompt] * rows, torch.tensor(temperatures).repeat_interleave(per_temperature),
+    decoded = decode(model, [prompt] * (per_temperature * len(temperatures)),
+                     torch.tensor(temperatures).repeat_interleave(per_temperature),
                      closes=torch.arange(logits.shape[-1]) == grammar.close, eos=tokenizer.eos_token_id,
-                     pad=tokenizer.pad_token_id, max_new_tokens=2 * dim + 3, generator=generator, drafts=drafts,
-                     draft_length=draft_length)
+                     pad=tokenizer.pad_token_id, max_new_tokens=2 * dim + 3, generator=generator)
     exact, states = grammar.read(decoded.tokens, decoded.length, dim)
     for k, temperature in enumerate(temperatures):
         logp = torch.log_softmax(logits / temperature, dim=-1).gather(-1, spelled[..., None]).squeeze(-1).sum(1)
@@ -295,9 +315,9 @@ def test_samples_follow_the_tempered_distribution_of_the_model(draft, draft_leng
         # A correct sampler fails this with probability 1e-4 per temperature (for the fixed seed, never).
         assert statistic < stats.chi2.ppf(1 - 1e-4, df=len(expected) - 1), (temperature, observed, expected)
     # Greedy rows of the same batch follow the argmax, whatever the other rows do.
-    greedy = decode(model, [prompt] * 2, torch.tensor([0.0, 1.0]), closes=torch.arange(logits.shape[-1]) == grammar.close,
-                    eos=tokenizer.eos_token_id, pad=tokenizer.pad_token_id, max_new_tokens=2 * dim + 3,
-                    generator=generator)
+    greedy = decode(model, [prompt] * 2, torch.tensor([0.0, 1.0]), eos=tokenizer.eos_token_id,
+                    closes=torch.arange(logits.shape[-1]) == grammar.close, pad=tokenizer.pad_token_id,
+                    max_new_tokens=2 * dim + 3, generator=generator)
     ids = torch.tensor([prompt])
     with torch.inference_mode():
         for _ in range(greedy.length[0]):
