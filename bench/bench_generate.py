@@ -1,16 +1,22 @@
-"""Generation throughput of the default model: sequences per second, ours against a naive loop.
+"""Refinement throughput: candidates with their likelihoods per second, the batched engine against the old one.
 
-    flock /tmp/llome-cpu.lock .venv/bin/python bench/bench_generate.py
+    PYTHONPATH=$PWD flock /tmp/llome-cpu.lock .venv/bin/python bench/bench_generate.py
 
-Builds the default profile's GPT-NeoX (untrained weights decode as fast as trained ones, but to keep
-lengths realistic it first SFTs it briefly on a copy task), then times `refine` (batched, KV cache,
-inference mode) against the same number of sequences decoded one prompt at a time without the KV
-cache, measured in the same run.
+For the default profile's GPT-NeoX (4 layers x 64) and the authors' from-scratch size (6 x 64): build the model,
+SFT it briefly on a copy task so that its generations have realistic lengths and validity, then time `refine`
+against the reference engine (tests/generate_reference.py: `model.generate` per mode and chunk, text parsing, then a
+teacher-forced pass for the likelihoods) on the same seeds, with the default profile's generation settings. Both
+produce the same number of candidates, each with its likelihood when valid. The last line compares them on the
+default model, both at the profile's settings; the new engine in its default (the paper's) trajectory shape, which
+prefills a distinct prompt per trajectory after the first iteration where the reference's shape has one per seed.
 """
 
 from __future__ import annotations
 
+import platform
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -18,53 +24,89 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llome.config import load_profile
-from llome.generate import GenerationConfig, refine
-from llome.loop import model_spec
-from llome.models import build_model_and_tokenizer
-from llome.text import format_prompt
-from llome.train import train_sft
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from generate_reference import reference_refine  # noqa: E402
+
+from llome.config import load_profile  # noqa: E402
+from llome.generate import GenerationConfig, refine  # noqa: E402
+from llome.loop import model_spec  # noqa: E402
+from llome.models import build_model_and_tokenizer  # noqa: E402
+from llome.train import train_sft  # noqa: E402
+
+DIM, NUM_STATES, NUM_SEEDS = 32, 32, 32
+AUTHORS_SIZE = {"num_hidden_layers": 6, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def copy_model(spec: dict, x: np.ndarray):
+    rng = np.random.default_rng(1)
+    y = x.copy()
+    edit = rng.random(x.shape) < 0.05
+    y[edit] = rng.integers(0, NUM_STATES, size=int(edit.sum()))
+    pairs = pd.DataFrame({"x": [tuple(map(int, r)) for r in x], "y": [tuple(map(int, r)) for r in y],
+                          "x_score": 0.0, "y_score": 1.0, "reward": 1.0})
+    model, tokenizer = build_model_and_tokenizer(spec, NUM_STATES)
+    start = time.perf_counter()
+    with TemporaryDirectory() as tmp:  # then about 3/4 of its generations are valid at the profile's temperatures
+        model = train_sft(model, tokenizer, pairs, {"learning_rate": 3e-3, "num_train_epochs": 3, "warmup_steps": 0.05,
+                                                    "per_device_train_batch_size": 16, "disable_tqdm": True,
+                                                    "logging_steps": 100000, "save_steps": 100000}, tmp)
+    return model, tokenizer, time.perf_counter() - start
+
+
+def timed(fn) -> tuple[pd.DataFrame, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def describe(name: str, out: pd.DataFrame, seconds: float) -> float:
+    rate = len(out) / seconds
+    valid = out["status"] == "valid"
+    print(f"  {name:<52} {len(out):5d} candidates in {seconds:6.2f} s = {rate:5.0f}/s "
+          f"(valid {valid.mean():.2f}, new {np.mean(out.loc[valid, 'distance'] > 0):.2f})")
+    return rate
 
 
 def main() -> None:
     torch.set_num_threads(2)
-    cfg = load_profile(Path(__file__).resolve().parents[1] / "params.yaml", "default")
-    dim, num_states = 32, 32
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, num_states, size=(2000, dim))
-    y = x.copy()
-    edit = rng.random(x.shape) < 0.05
-    y[edit] = rng.integers(0, num_states, size=int(edit.sum()))
-    pairs = pd.DataFrame({"x": [tuple(map(int, r)) for r in x], "y": [tuple(map(int, r)) for r in y],
-                          "x_score": 0.0, "y_score": 1.0, "reward": 1.0})
-    model, tokenizer = build_model_and_tokenizer(model_spec(cfg["model"], 0), num_states)
-    with TemporaryDirectory() as tmp:
-        model = train_sft(model, tokenizer, pairs, {"learning_rate": 2e-3, "num_train_epochs": 2,
-                                                    "per_device_train_batch_size": 64, "disable_tqdm": True,
-                                                    "logging_steps": 1000, "save_steps": 100000}, tmp)
-    gen = GenerationConfig.from_dict({**cfg["llome"]["generation"], "num_iterations": 1})
-    seeds = [tuple(map(int, r)) for r in x[:64]]
-    start = time.perf_counter()
-    out = refine(model, tokenizer, seeds, dim=dim, num_states=num_states, config=gen, seed=0, progress=False)
-    batched = time.perf_counter() - start
-    rate = len(out) / batched
-    print(f"refine: {len(out)} sequences in {batched:.1f} s = {rate:.0f} sequences/s "
-          f"(valid {np.mean(out['status'] == 'valid'):.2f})")
-
-    model.eval()
-    naive_n = 32
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for seq in seeds[:naive_n]:
-            ids = tokenizer(format_prompt(seq), return_tensors="pt", add_special_tokens=False)["input_ids"]
-            for _ in range(2 * dim + 2):
-                logits = model(input_ids=ids, use_cache=False).logits[:, -1]
-                token = torch.multinomial(torch.softmax(logits, -1), 1)
-                ids = torch.cat([ids, token], dim=1)
-                if token.item() == tokenizer.eos_token_id:
-                    break
-    naive = naive_n / (time.perf_counter() - start)
-    print(f"naive one-at-a-time, no KV cache: {naive:.1f} sequences/s; batched refine is {rate / naive:.1f}x faster")
+    cfg = load_profile(ROOT / "params.yaml", "default")
+    profile = GenerationConfig.from_dict(cfg["llome"]["generation"])
+    print(f"CPU: {cpu_name()}; torch threads: {torch.get_num_threads()}; torch {torch.__version__}")
+    print(f"generation: {NUM_SEEDS} seeds, L={DIM}, v={NUM_STATES}, {profile}")
+    x = np.random.default_rng(0).integers(0, NUM_STATES, size=(2000, DIM))
+    seeds = [tuple(map(int, r)) for r in x[:NUM_SEEDS]]
+    default_size = model_spec(cfg["model"], 0)
+    rates = {}
+    for label, spec in (("default 4x64", default_size), ("authors 6x64", {**default_size, **AUTHORS_SIZE})):
+        model, tokenizer, trained = copy_model(spec, x)
+        print(f"{label} ({sum(p.numel() for p in model.parameters()):,} parameters, SFT {trained:.0f} s):")
+        args = dict(dim=DIM, num_states=NUM_STATES, seed=0)
+        runs = {
+            f"new, paper shape, batch {profile.batch_size} (profile)": profile,
+            "new, paper shape, batch 1024": replace(profile, batch_size=1024),
+            f"new, shared trajectories, batch {profile.batch_size}": replace(profile, shared_trajectory=True),
+        }
+        for name, config in runs.items():
+            out, seconds = timed(lambda: refine(model, tokenizer, seeds, config=config, progress=False, **args))
+            rates[label, name] = describe(name, out, seconds)
+        out, seconds = timed(lambda: reference_refine(model, tokenizer, seeds, config=profile, **args))
+        rates[label, "reference"] = describe(f"reference (shared trajectories), batch {profile.batch_size}", out,
+                                             seconds)
+        headline = rates[label, f"new, paper shape, batch {profile.batch_size} (profile)"]
+        print(f"  {label}: {headline / rates[label, 'reference']:.1f}x at the profile's settings")
+    new = rates["default 4x64", f"new, paper shape, batch {profile.batch_size} (profile)"]
+    reference = rates["default 4x64", "reference"]
+    print(f"refine speedup: {new / reference:.1f}x "
+          f"(new {new:.0f} candidates/s, reference {reference:.0f} candidates/s)")
 
 
 if __name__ == "__main__":
