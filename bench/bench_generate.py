@@ -31,7 +31,7 @@ from generate_reference import reference_refine  # noqa: E402
 
 from llome.config import load_profile  # noqa: E402
 from llome.generate import GenerationConfig, refine  # noqa: E402
-from llome.loop import model_spec  # noqa: E402
+from llome.jobs import model_spec  # noqa: E402
 from llome.models import build_model_and_tokenizer  # noqa: E402
 from llome.train import train_sft  # noqa: E402
 
