@@ -80,6 +80,8 @@ def setup(progress: bool = True) -> Path:
     import pandas as pd
 
     root = enter_project_root()
+    # tqdm.auto (imported by datasets and transformers) warns when ipywidgets is absent; it falls back to text bars
+    warnings.filterwarnings("ignore", message="IProgress not found")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logger = logging.getLogger("llome")

@@ -1,6 +1,7 @@
 """The committed run agrees with itself: params.yaml, dvc.lock, metrics/summary.json, docs/ and the README."""
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,16 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+class LockLoader(ParamsLoader):
+    """YAML 1.2 as DVC writes dvc.lock: `no` is a string and `1e-05` a float (PyYAML's YAML 1.1 disagrees)."""
+
+
+LockLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+
 def _lock_stages() -> dict:
-    return yaml.safe_load(LOCK.read_text())["stages"]
+    return yaml.load(LOCK.read_text(), Loader=LockLoader)["stages"]
 
 
 def _lock_out(path: str) -> dict:
