@@ -49,8 +49,7 @@ def _imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = importlib.util.resolve_name("." * node.level + base, package) if base else \
-                    importlib.util.resolve_name("." * node.level, package)
+                base = importlib.util.resolve_name("." * node.level + base, package)
             names.add(base)
             # `from llome.stages import common` imports a module, not a name
             names.update(f"{base}.{alias.name}" for alias in node.names)

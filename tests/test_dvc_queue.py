@@ -6,7 +6,6 @@ the project, so your workspace, data/ and experiments are untouched.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from scratch_project import project_files, tool_env
 
 pytestmark = pytest.mark.pipeline
 
@@ -21,16 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 QUEUE_TIMEOUT_S = 1200
 
 
-def _project_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split("\n")
-    return [f for f in listed if f and (ROOT / f).is_file()]
-
-
 def _run(workdir: Path, *command: str) -> str:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=workdir, env=tool_env(), capture_output=True, text=True)
     if done.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done.stdout
@@ -56,7 +48,7 @@ def _experiments(show: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module")
 def queued_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("project")
-    for name in _project_files():
+    for name in project_files():
         (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, workdir / name)
     # Experiments are git commits on top of a baseline commit.

@@ -4,7 +4,6 @@ Marked `pipeline`: `make test` leaves it out, `make smoke` and CI run it.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from scratch_project import headless_chromium, project_files, tool_env
 
 pytestmark = pytest.mark.pipeline
 
@@ -20,16 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ["regret.png", "validity.png", "collapse.png", "calibration.png", "difficulty.png"]
 
 
-def _project_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split("\n")
-    return [f for f in listed if f and (ROOT / f).is_file()]
-
-
 def _dvc(workdir: Path, *args: str) -> str:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, env=tool_env(), capture_output=True,
+                          text=True)
     if done.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done.stdout
@@ -43,7 +36,7 @@ def _set_profile(workdir: Path, profile: str) -> None:
 
 
 def _scratch_project(workdir: Path) -> Path:
-    for name in _project_files():
+    for name in project_files():
         (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, workdir / name)
     subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)  # DVC keeps .gitignore files; no identity needed
@@ -146,17 +139,15 @@ def test_report_renders_offline_in_a_headless_browser(smoke_run, tmp_path):
     workdir, _ = smoke_run
     shot = tmp_path / "report.png"
     dom = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=5000", "--dump-dom", (workdir / "reports" / "figures.html").as_uri()],
+        headless_chromium(browser, tmp_path / "profile",
+                          "--virtual-time-budget=5000", "--dump-dom", (workdir / "reports" / "figures.html").as_uri()),
         capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert dom.stdout.count("<img") == len(FIGURES)
     assert "llome_marge" in dom.stdout
     subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--window-size=1200,2400", f"--screenshot={shot}", (workdir / "reports" / "figures.html").as_uri()],
+        headless_chromium(browser, tmp_path / "profile",
+                          "--window-size=1200,2400", f"--screenshot={shot}", (workdir / "reports" / "figures.html").as_uri()),
         capture_output=True, text=True, timeout=120, check=True)
     from PIL import Image
 
@@ -171,16 +162,14 @@ def test_dvc_plots_draw_one_series_per_method_offline(smoke_run, tmp_path):
     if browser is None:
         pytest.skip("Debian chromium is not installed (make ci installs it)")
     workdir, _ = smoke_run
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    subprocess.run([sys.executable, "-m", "llome.dvc_plots", "-o", "dvc_plots"], cwd=workdir, env=env, check=True,
+    subprocess.run([sys.executable, "-m", "llome.dvc_plots", "-o", "dvc_plots"], cwd=workdir, env=tool_env(), check=True,
                    capture_output=True)
     page = (workdir / "dvc_plots" / "index.html").read_text()
     assert "cdn.jsdelivr" not in page and "<script src=" not in page
     dvc = yaml.safe_load((workdir / "dvc.yaml").read_text())
     dom = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=10000", "--dump-dom", (workdir / "dvc_plots" / "index.html").as_uri()],
+        headless_chromium(browser, tmp_path / "profile",
+                          "--virtual-time-budget=10000", "--dump-dom", (workdir / "dvc_plots" / "index.html").as_uri()),
         capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     # vega-embed draws each plot as an svg of marks; a spec it cannot draw leaves an error message instead
@@ -208,9 +197,7 @@ def test_a_run_killed_inside_an_llome_stage_resumes_to_the_same_summary(smoke_ru
 
     reference = json.loads((smoke_run[0].parent / "first_summary.json").read_text())
     workdir = _scratch_project(tmp_path / "killed")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=workdir, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=workdir, env=tool_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 900
     marker = None
