@@ -1,0 +1,185 @@
+"""One factor at a time from the default profile's LLOME-MargE: best f after the same LLOME calls, per seed.
+
+    flock /tmp/llome-cpu.lock .venv/bin/python bench/ablation.py                  # every cell, then docs/ablation.md
+    flock /tmp/llome-cpu.lock .venv/bin/python bench/ablation.py --cell history_pairs
+    .venv/bin/python bench/ablation.py --render-only --write docs/ablation.md    # the table from finished cells
+
+Every cell is the default profile with one change (`CELLS`), run for `--rounds` rounds on `--seeds`. Seed data
+is the default's; round 0 is shared by every cell with the default model and rebuilt per model size. Runs go
+under `--workdir` and carry provenance, so a finished cell is reused and an interrupted one resumes. Each
+cell's result is saved as JSON beside its runs, and the table is written from all saved results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from machine import describe_machine
+
+from llome.config import load_profile, stage_configs
+from llome.io import write_json
+from llome.stages.llome_rounds import llome_method
+from llome.stages.round_zero import round_zero
+from llome.stages.seed_data import seed_data
+
+ROOT = Path(__file__).resolve().parents[1]
+MARGE_TRAIN = "llome.methods.marge.train"
+BEGIN, END = "<!-- ABLATION TABLE -->", "<!-- /ABLATION TABLE -->"
+
+# name -> (what changes, overrides as PATH: VALUE on the default profile)
+CELLS = {
+    "default": ("the default profile (fixed estimator, round pairs, 3 iterations, checkpoint choice, "
+                "no schedule, 4×64)", {}),
+    "old_estimator": ("MargE reward term averaged over the batch (the estimator before the fix)",
+                      {f"{MARGE_TRAIN}.reward_reduction": "mean"}),
+    "history_pairs": ("pairs from every label so far, not the round's alone", {"pairs.source": "history"}),
+    "iterations_2": ("2 refinement iterations", {"llome.generation.num_iterations": 2}),
+    "iterations_10": ("10 refinement iterations (the authors')", {"llome.generation.num_iterations": 10}),
+    "no_checkpoint_choice": ("keep the last checkpoint", {f"{MARGE_TRAIN}.select_checkpoint": False}),
+    "schedule_on": ("temperature schedule on (the authors')", {"llome.generation.temperature_schedule": True}),
+    "copies_allowed": ("a trajectory may move to an exact copy of its input (the authors' rule)",
+                       {"llome.generation.skip_copies": False}),
+    "model_6x128": ("model 6 layers × 128 (4 heads, MLP 512)",
+                    {"model.gpt_neox.num_hidden_layers": 6, "model.gpt_neox.hidden_size": 128,
+                     "model.gpt_neox.intermediate_size": 512}),
+    "model_8x256": ("model 8 layers × 256 (8 heads, MLP 1024)",
+                    {"model.gpt_neox.num_hidden_layers": 8, "model.gpt_neox.hidden_size": 256,
+                     "model.gpt_neox.num_attention_heads": 8, "model.gpt_neox.intermediate_size": 1024}),
+}
+
+
+def apply(cfg: dict, overrides: dict) -> dict:
+    """Overrides may add a key only where the method's train settings take it (reward_reduction)."""
+    cfg = copy.deepcopy(cfg)
+    for path, value in overrides.items():
+        *parents, leaf = path.split(".")
+        node = cfg
+        for key in parents:
+            node = node[key]
+        if leaf not in node and not path.startswith(MARGE_TRAIN):
+            raise SystemExit(f"cell override {path}: the default profile has no such setting")
+        node[leaf] = value
+    return cfg
+
+
+def model_tag(cfg: dict) -> str:
+    neox = cfg["model"]["gpt_neox"]
+    return f"{neox['num_hidden_layers']}x{neox['hidden_size']}"
+
+
+def run_cell(name: str, base: dict, workdir: Path) -> dict:
+    overrides = CELLS[name][1]
+    cfg = apply(base, overrides)
+    stages = stage_configs(cfg)
+    seed_dir_ = workdir / "seed"
+    if not all((seed_dir_ / f"seed_{s}.parquet").exists() for s in cfg["seeds"]):
+        seed_data(stages["seed_data"], seed_dir_, progress=False)
+    # Round 0 depends on the model alone among the factors here, so cells share it per model size.
+    round_zero_cfg = stage_configs(apply(base, {k: v for k, v in overrides.items() if k.startswith("model.")}))["sft"]
+    round_zero_dir = workdir / "round_zero" / model_tag(cfg)
+    start = time.perf_counter()
+    round_zero(round_zero_cfg, seed_dir_, round_zero_dir, progress=False)
+    round_zero_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    rounds, trace = llome_method(stages["llome_marge"], seed_dir_, round_zero_dir, workdir / "cells" / name,
+                                 progress=False)
+    seconds = time.perf_counter() - start
+    seed_calls = stages["llome_marge"]["seed_data_oracle_calls"]
+    per_seed = {}
+    for seed, group in trace.groupby("seed"):
+        last = rounds[(rounds["seed"] == seed) & (rounds["round"] == cfg["llome"]["rounds"])].iloc[0]
+        per_seed[int(seed)] = {
+            "best_value": float(group["best_value"].max()),
+            "llome_calls": int(group["oracle_calls"].max()) - seed_calls,
+            "last_round_in_range": float(last["generation.in_range"]),
+            "last_round_improved": float(last["labelled.improved"]),
+            "round_seconds": float(rounds.loc[rounds["seed"] == seed, [c for c in rounds.columns
+                                                                        if c.startswith("seconds.")]].sum(axis=1).mean()),
+        }
+    result = {"cell": name, "change": CELLS[name][0], "overrides": overrides, "rounds": cfg["llome"]["rounds"],
+              "seeds": per_seed, "round_zero_seconds": round_zero_seconds, "seconds": seconds,
+              "machine": describe_machine()}
+    write_json(workdir / "cells" / name / "ablation.json", result)
+    return result
+
+
+def render(workdir: Path, rounds: int, seeds: list[int]) -> tuple[str, str, str]:
+    """The table of every finished cell at these rounds and seeds, the command for a row, and the machine."""
+    results = {}
+    for name in CELLS:
+        path = workdir / "cells" / name / "ablation.json"
+        if path.exists():
+            result = json.loads(path.read_text())
+            if result["rounds"] == rounds and sorted(map(int, result["seeds"])) == sorted(seeds):
+                results[name] = result
+    seeds_arg = " ".join(map(str, seeds))
+    lines = [
+        "| cell | change from the default | best f per seed (" + ", ".join(map(str, seeds)) + ") | median | "
+        "LLOME calls | last round: in range / improved (mean) | s per round |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, (change, _) in CELLS.items():
+        if name not in results:
+            lines.append(f"| `{name}` | {change} | not run | | | | |")
+            continue
+        per_seed = [results[name]["seeds"][str(s)] for s in seeds]
+        best = [p["best_value"] for p in per_seed]
+        calls = sorted({p["llome_calls"] for p in per_seed})
+        in_range = statistics.mean(p["last_round_in_range"] for p in per_seed)
+        improved = statistics.mean(p["last_round_improved"] for p in per_seed)
+        per_round = statistics.mean(p["round_seconds"] for p in per_seed)
+        lines.append(f"| `{name}` | {change} | {', '.join(f'{b:.3f}' for b in best)} | {statistics.median(best):.3f} | "
+                     f"{'/'.join(f'{c:,}' for c in calls)} | {in_range:.0%} / {improved:.1%} | {per_round:.0f} |")
+    command = (f"flock /tmp/llome-cpu.lock .venv/bin/python bench/ablation.py --cell CELL --rounds {rounds} "
+               f"--seeds {seeds_arg}")
+    machine = next(iter(results.values()))["machine"].removeprefix("machine: ") if results else "not run"
+    return "\n".join(lines), command, machine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cell", action="append", choices=list(CELLS), help="run only these cells (repeatable)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workdir", type=Path, default=ROOT / "scratch" / "ablation")
+    parser.add_argument("--write", type=Path, default=None,
+                        help="fill the table block of this file (docs/ablation.md)")
+    parser.add_argument("--render-only", action="store_true", help="print the table of the finished cells")
+    args = parser.parse_args()
+    if not args.render_only:
+        torch.set_num_threads(2)
+        print(describe_machine(), flush=True)
+        base = load_profile(ROOT / "params.yaml", "default")
+        base["seeds"] = list(args.seeds)
+        base["llome"]["rounds"] = args.rounds
+        for name in args.cell or list(CELLS):
+            result = run_cell(name, base, args.workdir)
+            best = ", ".join(f"{p['best_value']:.3f}" for p in result["seeds"].values())
+            print(f"{name}: best f {best} | round 0 {result['round_zero_seconds']:.0f} s | "
+                  f"rounds {result['seconds']:.0f} s", flush=True)
+    table, command, machine = render(args.workdir, args.rounds, args.seeds)
+    block = (f"{table}\n\nEach row: `{command}` (CELL is the first column). Measured on: {machine}.")
+    print(block)
+    if args.write:
+        write_block(args.write, block)
+        print(f"wrote the table into {args.write}")
+
+
+def write_block(path: Path, block: str) -> None:
+    """Replaces the text between the markers, so the prose around the table stays as written."""
+    text = path.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{path} has no {BEGIN} ... {END} block to fill")
+    path.write_text(text[:start + len(BEGIN)] + "\n" + block + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    main()
