@@ -6,7 +6,9 @@ For the default profile's GPT-NeoX (4 layers x 64) and the authors' from-scratch
 SFT it briefly on a copy task so that its generations have realistic lengths and validity, then time `refine`
 against the reference engine (tests/generate_reference.py: `model.generate` per mode and chunk, text parsing, then a
 teacher-forced pass for the likelihoods) on the same seeds, with the default profile's generation settings. Both
-produce the same number of candidates, each with its likelihood when valid. The last line compares them on the
+produce the same number of candidates, each with its likelihood when valid. Each size also reports a floor: the
+rate at which the model's matmuls and attention alone run at that batch (`decode_floor`), which bounds what any
+engine can reach on this machine. The last line compares the engines on the
 default model, both at the profile's settings; the new engine in its default (the paper's) trajectory shape, which
 prefills a distinct prompt per trajectory after the first iteration where the reference's shape has one per seed.
 """
@@ -33,6 +35,7 @@ from llome.config import load_profile  # noqa: E402
 from llome.generate import GenerationConfig, refine  # noqa: E402
 from llome.jobs import model_spec  # noqa: E402
 from llome.models import build_model_and_tokenizer  # noqa: E402
+from llome.text import format_completion, format_prompt  # noqa: E402
 from llome.train import train_sft  # noqa: E402
 
 DIM, NUM_STATES, NUM_SEEDS = 32, 32, 32
@@ -76,6 +79,44 @@ def describe(name: str, out: pd.DataFrame, seconds: float) -> float:
     return rate
 
 
+def decode_floor(model, tokenizer, seeds: list[tuple[int, ...]], rows: int, repeats: int = 30) -> float:
+    """Candidates/s that no engine built from torch ops beats here: one decode step's matmuls and one attention read.
+
+    With random tensors of the model's shapes, times what every decoded token must cost at `rows` rows: the
+    weight matmuls of all layers and the head, and scaled-dot-product attention over a cache as long as the
+    mean context of a decode (prompt plus half the completion). Norms, activations, sampling, cache writes,
+    the prefill and the Python around them all count as zero, so the real engine is slower than this.
+    """
+    config = model.config
+    d, ff, layers, heads = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.num_attention_heads
+    prompt = len(tokenizer(format_prompt(seeds[0]))["input_ids"])
+    steps = len(tokenizer(format_completion(seeds[0]), add_special_tokens=False)["input_ids"]) + 1  # + eos
+    context = prompt + steps // 2
+    generator = torch.Generator().manual_seed(0)
+    weights = [(torch.randn(d, 3 * d, generator=generator), torch.randn(d, d, generator=generator),
+                torch.randn(d, ff, generator=generator), torch.randn(ff, d, generator=generator))
+               for _ in range(layers)]
+    head = torch.randn(d, config.vocab_size, generator=generator)
+    x = torch.randn(rows, d, generator=generator)
+    keys = torch.randn(rows, heads, context, d // heads, generator=generator)
+    values = torch.randn(rows, heads, context, d // heads, generator=generator)
+    query = torch.randn(rows, heads, 1, d // heads, generator=generator)
+
+    def step():
+        for qkv, out, up, down in weights:
+            (x @ qkv)[:, :d] @ out
+            (x @ up) @ down
+            torch.nn.functional.scaled_dot_product_attention(query, keys, values)
+        x @ head
+
+    step()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    per_step = (time.perf_counter() - start) / repeats
+    return rows / (per_step * steps)
+
+
 def main() -> None:
     torch.set_num_threads(2)
     cfg = load_profile(ROOT / "params.yaml", "default")
@@ -103,6 +144,9 @@ def main() -> None:
                                              seconds)
         headline = rates[label, f"new, paper shape, batch {profile.batch_size} (profile)"]
         print(f"  {label}: {headline / rates[label, 'reference']:.1f}x at the profile's settings")
+        floor = decode_floor(model, tokenizer, seeds, profile.batch_size)
+        print(f"  {label}: floor of any engine here (matmuls + attention only) {floor:.0f} candidates/s = "
+              f"{floor / rates[label, 'reference']:.1f}x the reference; the new engine reaches {headline / floor:.0%} of it")
     new = rates["default 4x64", f"new, paper shape, batch {profile.batch_size} (profile)"]
     reference = rates["default 4x64", "reference"]
     print(f"refine speedup: {new / reference:.1f}x "

@@ -48,6 +48,15 @@ def test_the_locked_params_are_the_current_params_yaml():
         "params.yaml changed since the committed run: rerun `make repro` and `make publish`, or revert it"
 
 
+def test_the_locked_code_is_the_current_code():
+    """Every file a stage ran (library modules, notebooks) is as the committed run had it, or `dvc status` is dirty."""
+    changed = sorted({dep["path"] for stage in _lock_stages().values() for dep in stage.get("deps", [])
+                      if (ROOT / dep["path"]).is_file() and not dep["path"].startswith("data/")
+                      and _md5(ROOT / dep["path"]) != dep["md5"]})
+    assert not changed, (f"{changed} changed since the committed run, so its summary is not this code's: "
+                         "rerun `make repro` and `make publish`, and commit dvc.lock, the summary and docs/")
+
+
 def test_the_committed_summary_is_the_one_the_locked_run_wrote():
     summary = ROOT / "metrics" / "summary.json"
     assert _lock_out("metrics/summary.json")["md5"] == _md5(summary)
