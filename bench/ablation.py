@@ -2,7 +2,7 @@
 
     flock /tmp/llome-cpu.lock .venv/bin/python bench/ablation.py                  # every cell, then docs/ablation.md
     flock /tmp/llome-cpu.lock .venv/bin/python bench/ablation.py --cell history_pairs
-    .venv/bin/python bench/ablation.py --render-only --write docs/ablation.md    # the table from finished cells
+    .venv/bin/python bench/ablation.py --render-only --write docs/ablation.md    # the table of the finished cells
 
 Every cell is the default profile with one change (`CELLS`), run for `--rounds` rounds on `--seeds`. Seed data
 is the default's; round 0 is shared by every cell with the default model and rebuilt per model size. Runs go
@@ -19,6 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from machine import describe_machine
@@ -31,21 +32,20 @@ from llome.stages.seed_data import seed_data
 
 ROOT = Path(__file__).resolve().parents[1]
 MARGE_TRAIN = "llome.methods.marge.train"
-BEGIN, END = "<!-- ABLATION TABLE -->", "<!-- /ABLATION TABLE -->"
 
 # name -> (what changes, overrides as PATH: VALUE on the default profile)
 CELLS = {
-    "default": ("the default profile (fixed estimator, round pairs, 3 iterations, checkpoint choice, "
-                "no schedule, 4×64)", {}),
+    "default": ("none: the default profile (fixed estimator, round pairs, 3 iterations, checkpoint choice, "
+                "temperature schedule, the authors' next-input rule, 4×64)", {}),
     "old_estimator": ("MargE reward term averaged over the batch (the estimator before the fix)",
                       {f"{MARGE_TRAIN}.reward_reduction": "mean"}),
     "history_pairs": ("pairs from every label so far, not the round's alone", {"pairs.source": "history"}),
     "iterations_2": ("2 refinement iterations", {"llome.generation.num_iterations": 2}),
     "iterations_10": ("10 refinement iterations (the authors')", {"llome.generation.num_iterations": 10}),
     "no_checkpoint_choice": ("keep the last checkpoint", {f"{MARGE_TRAIN}.select_checkpoint": False}),
-    "schedule_on": ("temperature schedule on (the authors')", {"llome.generation.temperature_schedule": True}),
-    "copies_allowed": ("a trajectory may move to an exact copy of its input (the authors' rule)",
-                       {"llome.generation.skip_copies": False}),
+    "schedule_off": ("temperature schedule off", {"llome.generation.temperature_schedule": False}),
+    "skip_copies": ("a trajectory never moves to an exact copy of its input",
+                    {"llome.generation.skip_copies": True}),
     "model_6x128": ("model 6 layers × 128 (4 heads, MLP 512)",
                     {"model.gpt_neox.num_hidden_layers": 6, "model.gpt_neox.hidden_size": 128,
                      "model.gpt_neox.intermediate_size": 512}),
@@ -88,59 +88,59 @@ def run_cell(name: str, base: dict, workdir: Path) -> dict:
     round_zero(round_zero_cfg, seed_dir_, round_zero_dir, progress=False)
     round_zero_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    rounds, trace = llome_method(stages["llome_marge"], seed_dir_, round_zero_dir, workdir / "cells" / name,
-                                 progress=False)
+    _, trace = llome_method(stages["llome_marge"], seed_dir_, round_zero_dir, workdir / "cells" / name,
+                            progress=False)
     seconds = time.perf_counter() - start
-    seed_calls = stages["llome_marge"]["seed_data_oracle_calls"]
-    per_seed = {}
-    for seed, group in trace.groupby("seed"):
-        last = rounds[(rounds["seed"] == seed) & (rounds["round"] == cfg["llome"]["rounds"])].iloc[0]
-        per_seed[int(seed)] = {
-            "best_value": float(group["best_value"].max()),
-            "llome_calls": int(group["oracle_calls"].max()) - seed_calls,
-            "last_round_in_range": float(last["generation.in_range"]),
-            "last_round_improved": float(last["labelled.improved"]),
-            "round_seconds": float(rounds.loc[rounds["seed"] == seed, [c for c in rounds.columns
-                                                                        if c.startswith("seconds.")]].sum(axis=1).mean()),
-        }
     result = {"cell": name, "change": CELLS[name][0], "overrides": overrides, "rounds": cfg["llome"]["rounds"],
-              "seeds": per_seed, "round_zero_seconds": round_zero_seconds, "seconds": seconds,
-              "machine": describe_machine()}
+              "seeds": list(cfg["seeds"]), "seed_data_oracle_calls": stages["llome_marge"]["seed_data_oracle_calls"],
+              "round_zero_seconds": round_zero_seconds, "seconds": seconds, "machine": describe_machine(),
+              "best_value": {int(seed): float(group["best_value"].max()) for seed, group in trace.groupby("seed")}}
     write_json(workdir / "cells" / name / "ablation.json", result)
     return result
 
 
-def render(workdir: Path, rounds: int, seeds: list[int]) -> tuple[str, str, str]:
-    """The table of every finished cell at these rounds and seeds, the command for a row, and the machine."""
-    results = {}
-    for name in CELLS:
-        path = workdir / "cells" / name / "ablation.json"
-        if path.exists():
-            result = json.loads(path.read_text())
-            if result["rounds"] == rounds and sorted(map(int, result["seeds"])) == sorted(seeds):
-                results[name] = result
-    seeds_arg = " ".join(map(str, seeds))
+def cell_row(cell_dir: Path, seeds: list[int]) -> dict:
+    """Per seed, from the runs themselves: best f by the last round, LLOME calls, and the last round's generations."""
+    meta = json.loads((cell_dir / "ablation.json").read_text())
+    rounds = pd.read_csv(cell_dir / "rounds.csv")
+    trace = pd.read_csv(cell_dir / "regret.csv")
+    last = rounds[rounds["round"] == meta["rounds"]].set_index("seed")
+    seconds = rounds[[c for c in rounds.columns if c.startswith("seconds.")]].sum(axis=1)
+    return {
+        "change": meta["change"], "machine": meta["machine"],
+        "best": [float(trace.loc[trace["seed"] == s, "best_value"].max()) for s in seeds],
+        "calls": sorted({int(trace.loc[trace["seed"] == s, "oracle_calls"].max()) - meta["seed_data_oracle_calls"]
+                         for s in seeds}),
+        "in_range": float(last.loc[seeds, "generation.in_range"].mean()),
+        "improved": float(last.loc[seeds, "labelled.improved"].mean()),
+        "mean_score": float(last.loc[seeds, "labelled.mean_score"].mean()),
+        "round_seconds": float(seconds.mean()),
+    }
+
+
+def render(workdir: Path, rounds: int, seeds: list[int], list_missing: bool) -> tuple[str, str]:
+    """The table of the cells in `workdir` run at these rounds and seeds (CELLS' order first), and the machine."""
+    found = {}
+    for path in sorted(workdir.glob("cells/*/ablation.json")):
+        meta = json.loads(path.read_text())
+        if meta["rounds"] == rounds and sorted(map(int, meta["seeds"])) == sorted(seeds):
+            found[path.parent.name] = cell_row(path.parent, seeds)
+    names = [n for n in CELLS if n in found] + sorted(set(found) - set(CELLS))
     lines = [
         "| cell | change from the default | best f per seed (" + ", ".join(map(str, seeds)) + ") | median | "
-        "LLOME calls | last round: in range / improved (mean) | s per round |",
+        "LLOME calls | last round (mean over seeds): in range / improved / mean f of feasible labels | s per round |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, (change, _) in CELLS.items():
-        if name not in results:
-            lines.append(f"| `{name}` | {change} | not run | | | | |")
-            continue
-        per_seed = [results[name]["seeds"][str(s)] for s in seeds]
-        best = [p["best_value"] for p in per_seed]
-        calls = sorted({p["llome_calls"] for p in per_seed})
-        in_range = statistics.mean(p["last_round_in_range"] for p in per_seed)
-        improved = statistics.mean(p["last_round_improved"] for p in per_seed)
-        per_round = statistics.mean(p["round_seconds"] for p in per_seed)
-        lines.append(f"| `{name}` | {change} | {', '.join(f'{b:.3f}' for b in best)} | {statistics.median(best):.3f} | "
-                     f"{'/'.join(f'{c:,}' for c in calls)} | {in_range:.0%} / {improved:.1%} | {per_round:.0f} |")
-    command = (f"flock /tmp/llome-cpu.lock .venv/bin/python bench/ablation.py --cell CELL --rounds {rounds} "
-               f"--seeds {seeds_arg}")
-    machine = next(iter(results.values()))["machine"].removeprefix("machine: ") if results else "not run"
-    return "\n".join(lines), command, machine
+    for name in names:
+        row = found[name]
+        lines.append(f"| `{name}` | {row['change']} | {', '.join(f'{b:.3f}' for b in row['best'])} | "
+                     f"{statistics.median(row['best']):.3f} | {'/'.join(f'{c:,}' for c in row['calls'])} | "
+                     f"{row['in_range']:.0%} / {row['improved']:.1%} / {row['mean_score']:.3f} | "
+                     f"{row['round_seconds']:.0f} |")
+    lines += [f"| `{name}` | {change} | not run | | | | |" for name, (change, _) in CELLS.items()
+              if name not in found and list_missing]
+    machine = next(iter(found.values()))["machine"].removeprefix("machine: ") if found else "not run"
+    return "\n".join(lines), machine
 
 
 def main() -> None:
@@ -150,7 +150,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workdir", type=Path, default=ROOT / "scratch" / "ablation")
     parser.add_argument("--write", type=Path, default=None,
-                        help="fill the table block of this file (docs/ablation.md)")
+                        help="fill a table block of this file (docs/ablation.md)")
+    parser.add_argument("--block", default="main", help="which block: <!-- ablation table: NAME --> ... (default main)")
     parser.add_argument("--render-only", action="store_true", help="print the table of the finished cells")
     args = parser.parse_args()
     if not args.render_only:
@@ -161,24 +162,25 @@ def main() -> None:
         base["llome"]["rounds"] = args.rounds
         for name in args.cell or list(CELLS):
             result = run_cell(name, base, args.workdir)
-            best = ", ".join(f"{p['best_value']:.3f}" for p in result["seeds"].values())
+            best = ", ".join(f"{value:.3f}" for value in result["best_value"].values())
             print(f"{name}: best f {best} | round 0 {result['round_zero_seconds']:.0f} s | "
                   f"rounds {result['seconds']:.0f} s", flush=True)
-    table, command, machine = render(args.workdir, args.rounds, args.seeds)
-    block = (f"{table}\n\nEach row: `{command}` (CELL is the first column). Measured on: {machine}.")
+    table, machine = render(args.workdir, args.rounds, args.seeds, list_missing=args.block == "main")
+    block = f"{table}\n\nMeasured on: {machine}."
     print(block)
     if args.write:
-        write_block(args.write, block)
-        print(f"wrote the table into {args.write}")
+        write_block(args.write, args.block, block)
+        print(f"wrote block {args.block!r} of {args.write}")
 
 
-def write_block(path: Path, block: str) -> None:
-    """Replaces the text between the markers, so the prose around the table stays as written."""
+def write_block(path: Path, name: str, block: str) -> None:
+    """Replaces the text between the block's markers, so the prose around the table stays as written."""
+    begin, end_marker = f"<!-- ablation table: {name} -->", f"<!-- /ablation table: {name} -->"
     text = path.read_text()
-    start, end = text.find(BEGIN), text.find(END)
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
-        raise SystemExit(f"{path} has no {BEGIN} ... {END} block to fill")
-    path.write_text(text[:start + len(BEGIN)] + "\n" + block + "\n" + text[end:])
+        raise SystemExit(f"{path} has no {begin} ... {end_marker} block to fill")
+    path.write_text(text[:start + len(begin)] + "\n" + block + "\n" + text[end:])
 
 
 if __name__ == "__main__":
