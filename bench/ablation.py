@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from machine import describe_machine
+from overrides import override
 
 from llome.config import load_profile, stage_configs
 from llome.io import write_json
@@ -59,13 +60,7 @@ def apply(cfg: dict, overrides: dict) -> dict:
     """Overrides may add a key only where the method's train settings take it (reward_reduction)."""
     cfg = copy.deepcopy(cfg)
     for path, value in overrides.items():
-        *parents, leaf = path.split(".")
-        node = cfg
-        for key in parents:
-            node = node[key]
-        if leaf not in node and not path.startswith(MARGE_TRAIN):
-            raise SystemExit(f"cell override {path}: the default profile has no such setting")
-        node[leaf] = value
+        override(cfg, path, value, may_add=path.startswith(MARGE_TRAIN))
     return cfg
 
 
@@ -88,20 +83,19 @@ def run_cell(name: str, base: dict, workdir: Path) -> dict:
     round_zero(round_zero_cfg, seed_dir_, round_zero_dir, progress=False)
     round_zero_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    _, trace = llome_method(stages["llome_marge"], seed_dir_, round_zero_dir, workdir / "cells" / name,
+    llome_method(stages["llome_marge"], seed_dir_, round_zero_dir, workdir / "cells" / name,
                             progress=False)
     seconds = time.perf_counter() - start
     result = {"cell": name, "change": CELLS[name][0], "overrides": overrides, "rounds": cfg["llome"]["rounds"],
               "seeds": list(cfg["seeds"]), "seed_data_oracle_calls": stages["llome_marge"]["seed_data_oracle_calls"],
-              "round_zero_seconds": round_zero_seconds, "seconds": seconds, "machine": describe_machine(),
-              "best_value": {int(seed): float(group["best_value"].max()) for seed, group in trace.groupby("seed")}}
+              "round_zero_seconds": round_zero_seconds, "seconds": seconds, "machine": describe_machine()}
     write_json(workdir / "cells" / name / "ablation.json", result)
     return result
 
 
-def cell_row(cell_dir: Path, seeds: list[int]) -> dict:
+def cell_row(cell_dir: Path, meta: dict) -> dict:
     """Per seed, from the runs themselves: best f by the last round, LLOME calls, and the last round's generations."""
-    meta = json.loads((cell_dir / "ablation.json").read_text())
+    seeds = sorted(map(int, meta["seeds"]))
     rounds = pd.read_csv(cell_dir / "rounds.csv")
     trace = pd.read_csv(cell_dir / "regret.csv")
     last = rounds[rounds["round"] == meta["rounds"]].set_index("seed")
@@ -120,11 +114,12 @@ def cell_row(cell_dir: Path, seeds: list[int]) -> dict:
 
 def render(workdir: Path, rounds: int, seeds: list[int], list_missing: bool) -> tuple[str, str]:
     """The table of the cells in `workdir` run at these rounds and seeds (CELLS' order first), and the machine."""
+    seeds = sorted(seeds)
     found = {}
     for path in sorted(workdir.glob("cells/*/ablation.json")):
         meta = json.loads(path.read_text())
         if meta["rounds"] == rounds and sorted(map(int, meta["seeds"])) == sorted(seeds):
-            found[path.parent.name] = cell_row(path.parent, seeds)
+            found[path.parent.name] = cell_row(path.parent, meta)
     names = [n for n in CELLS if n in found] + sorted(set(found) - set(CELLS))
     lines = [
         "| cell | change from the default | best f per seed (" + ", ".join(map(str, seeds)) + ") | median | "
@@ -162,7 +157,7 @@ def main() -> None:
         base["llome"]["rounds"] = args.rounds
         for name in args.cell or list(CELLS):
             result = run_cell(name, base, args.workdir)
-            best = ", ".join(f"{value:.3f}" for value in result["best_value"].values())
+            best = ", ".join(f"{value:.3f}" for value in cell_row(args.workdir / "cells" / name, result)["best"])
             print(f"{name}: best f {best} | round 0 {result['round_zero_seconds']:.0f} s | "
                   f"rounds {result['seconds']:.0f} s", flush=True)
     table, machine = render(args.workdir, args.rounds, args.seeds, list_missing=args.block == "main")

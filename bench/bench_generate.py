@@ -15,7 +15,6 @@ prefills a distinct prompt per trajectory after the first iteration where the re
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from generate_reference import reference_refine  # noqa: E402
+from machine import describe_machine  # noqa: E402
 
 from llome.config import load_profile  # noqa: E402
 from llome.generate import GenerationConfig, refine  # noqa: E402
@@ -40,13 +40,6 @@ from llome.train import train_sft  # noqa: E402
 
 DIM, NUM_STATES, NUM_SEEDS = 32, 32, 32
 AUTHORS_SIZE = {"num_hidden_layers": 6, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256}
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def copy_model(spec: dict, x: np.ndarray):
@@ -121,7 +114,7 @@ def main() -> None:
     torch.set_num_threads(2)
     cfg = load_profile(ROOT / "params.yaml", "default")
     profile = GenerationConfig.from_dict(cfg["llome"]["generation"])
-    print(f"CPU: {cpu_name()}; torch threads: {torch.get_num_threads()}; torch {torch.__version__}")
+    print(describe_machine())
     print(f"generation: {NUM_SEEDS} seeds, L={DIM}, v={NUM_STATES}, {profile}")
     x = np.random.default_rng(0).integers(0, NUM_STATES, size=(2000, DIM))
     seeds = [tuple(map(int, r)) for r in x[:NUM_SEEDS]]

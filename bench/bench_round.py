@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from machine import describe_machine
+from overrides import override
 
 from llome.config import load_profile, stage_configs
 from llome.stages.llome_rounds import llome_method
@@ -45,13 +46,7 @@ def main() -> None:
     cfg["llome"]["rounds"] = args.rounds
     for assignment in args.set:
         path, _, value = assignment.partition("=")
-        *parents, leaf = path.split(".")
-        node = cfg
-        for key in parents:
-            node = node[key]
-        if leaf not in node:
-            raise SystemExit(f"--set {assignment}: the profile has no setting '{path}'")
-        node[leaf] = yaml.safe_load(value)
+        override(cfg, path, yaml.safe_load(value))
     stages = stage_configs(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.workdir or tmp)
