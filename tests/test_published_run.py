@@ -1,5 +1,6 @@
 """The committed run agrees with itself: params.yaml, dvc.lock, metrics/summary.json, docs/ and the README."""
 
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -29,6 +30,7 @@ LockLoader.add_implicit_resolver("tag:yaml.org,2002:float",
                                  re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
 
+@functools.cache
 def _lock_stages() -> dict:
     return yaml.load(LOCK.read_text(), Loader=LockLoader)["stages"]
 
