@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+HOOK   := $(VENV)/.numerics-hook
 TORCH_VERSION := 2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -11,9 +12,9 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test smoke plots publish lock browser ci clean-venv
+.PHONY: setup repro test smoke plots publish compare fingerprint lock browser ci clean-venv
 
-setup: $(STAMP)
+setup: $(STAMP) $(HOOK)
 
 # torch goes first and pinned, so that nothing later resolves it to a multi-GB CUDA build; then the exact
 # versions of requirements/lock.txt, and the project itself without resolving anything again.
@@ -26,15 +27,21 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name llome --display-name "llome (.venv)" >/dev/null
 	touch $(STAMP)
 
-repro: $(STAMP)
+# Pinned numerics (llome/numerics.py) for every Python started in .venv, a notebook kernel that imports torch
+# before llome included: a start-up hook in site-packages puts the pins in the environment first.
+$(HOOK): llome/numerics.py $(STAMP)
+	$(BIN)/python -c 'import llome.numerics; llome.numerics.install_hook()'
+	touch $(HOOK)
+
+repro: $(STAMP) $(HOOK)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: $(STAMP)
+test: $(STAMP) $(HOOK)
 	$(BIN)/python -m pytest -q
 
 # The whole pipeline at smoke size, and one queued smoke experiment (dvc exp), in scratch copies of the
 # project (your data/ and experiments are untouched).
-smoke: $(STAMP)
+smoke: $(STAMP) $(HOOK)
 	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py tests/test_dvc_queue.py
 
 # `dvc plots show` as a page that opens offline (dvc_plots/index.html).
@@ -44,6 +51,14 @@ plots: $(STAMP)
 # After `make repro`: the executed notebooks to docs/reports/, figures to docs/figures/, the README's results block.
 publish: $(STAMP)
 	$(BIN)/python -m llome.publish
+
+# After `make repro`: which data outputs match the committed run bit for bit, with both runs' CPUs and settings.
+compare: $(STAMP)
+	$(BIN)/python -m llome.compare
+
+# Rewrite tests/fixtures/smoke_fingerprint.json from a fresh smoke run (after a change that moves the numbers).
+fingerprint: $(STAMP) $(HOOK)
+	LLOME_WRITE_FINGERPRINT=1 $(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py -k fingerprint
 
 # Re-resolve requirements/base.txt and dev.txt in a scratch venv and write their exact versions to the lock.
 lock:

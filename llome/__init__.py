@@ -6,6 +6,10 @@ The main names are importable from here; each loads its module on first use, so 
 
 from importlib import import_module
 
+from llome import numerics as _numerics
+
+_numerics.pin_environment()  # before anything imports torch: the pins are read when it loads
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

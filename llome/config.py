@@ -104,6 +104,7 @@ def validate(cfg: dict) -> None:
     _require(len(set(seeds)) == len(seeds), f"seeds must be distinct, got {seeds!r}")
 
     ga = cfg["seed_data"]
+    _positive_int(cfg["numerics"]["threads"], "numerics.threads")
     _positive_int(ga["num_particles"], "seed_data.num_particles")
     _positive_int(ga["num_steps"], "seed_data.num_steps")
     for key in ("mutation_prob", "recombine_prob", "survival_quantile"):
@@ -193,6 +194,8 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
             "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "launcher": launcher_config(cfg),
             "device": cfg["device"],
         }
+    for stage in stages.values():  # every stage computes under the same pins and thread count
+        stage["numerics"] = cfg["numerics"]
     return stages
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,7 +121,24 @@ def main(argv=None) -> None:
     parser.add_argument("--name", default=None, help="stem of the report files (default: the notebook's)")
     args = parser.parse_args(argv)
     parameters = {k: _parse_value(v) for k, v in args.parameter}
+    started = time.perf_counter()
     run_notebook(args.notebook, parameters, args.reports, args.name)
+    if "out_dir" in parameters:
+        write_machine_record(Path(parameters["out_dir"]), args.name or Path(args.notebook).stem,
+                             time.perf_counter() - started, parameters.get("config_path"))
+
+
+def write_machine_record(out_dir: Path, stage: str, seconds: float, config_path: str | None) -> None:
+    """Where and how long a stage ran, beside its data: `.dvcignore` keeps it out of the data's md5."""
+    from llome import numerics
+    from llome.compare import MACHINE_FILE
+    from llome.io import write_json
+
+    threads = None
+    if config_path and Path(config_path).exists():
+        threads = json.loads(Path(config_path).read_text()).get("numerics", {}).get("threads")
+    write_json(out_dir / MACHINE_FILE, {"stage": stage, "seconds": round(seconds, 1),
+                                        "numerics": numerics.settings(threads), "machine": numerics.machine()})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python -m llome.publish        (or `make publish`, after `make repro`)
 
-Copies each stage's executed notebook (HTML) to docs/reports/ and the figures to docs/figures/, and
+Copies each stage's executed notebook (HTML) to docs/reports/, with the machine records of its stages, and the figures to docs/figures/, and
 rewrites the README's results block from metrics/summary.json. Commit them with dvc.lock, which
 records the params, code and data hashes of the run: tests/test_published_run.py checks that the
 summary, the reports, dvc.lock and params.yaml still agree.
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from llome.compare import MACHINE_FILE, machines
+from llome.io import write_json
 from llome.report import update_readme
 
 DOCS_REPORTS = Path("docs/reports")
@@ -42,6 +44,7 @@ def publish(root: str | Path = ".") -> list[Path]:
         if not source.exists():
             raise FileNotFoundError(f"{source} is missing: dvc.lock lists it, so rerun `dvc repro` (or `dvc checkout`)")
         copied.append(Path(shutil.copy2(source, target / source.name)))
+    write_json(target / MACHINE_FILE, machines(root))  # which CPU and numerics made the published run
     update_readme(root / "README.md", root / "metrics" / "summary.json", root / "figures", root / "docs" / "figures")
     return copied
 

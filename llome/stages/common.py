@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from llome import numerics
 from llome.ehrlich import Ehrlich
 from llome.io import read_json, read_table
+
+
+def apply_numerics(cfg: dict) -> None:
+    """A stage's first call: the pinned numerics in effect, torch on the profile's thread count."""
+    numerics.apply(cfg["numerics"]["threads"])
 
 
 def seed_dir(root: Path, seed: int) -> Path:

@@ -18,7 +18,7 @@ from llome.ga import GAConfig, run_ga
 from llome.io import write_csv, write_json
 from llome.metrics import regret_curve
 from llome.provenance import make_record, write_record
-from llome.stages.common import load_function
+from llome.stages.common import apply_numerics, load_function
 
 
 def sweep_ga(function, grid: list[dict], seeds: list[int], recombine_prob: float, budget: int,
@@ -54,6 +54,7 @@ def ga_traces(function, ga: GAConfig, seeds: list[int], method: str, progress: b
 
 def ga_baseline(cfg: dict, out_dir: Path, progress: bool = True):
     """Returns (swept settings ranked, the chosen setting, both GAs' regret traces)."""
+    apply_numerics(cfg)
     function = load_function(cfg["function"], seed=cfg["function_seed"])
     budget = int(cfg["max_oracle_calls"])
     sweep = cfg["sweep"]

@@ -13,10 +13,12 @@ from llome.ehrlich import Ehrlich
 from llome.ga import GAConfig, run_ga
 from llome.io import write_csv
 from llome.provenance import make_record, write_record
+from llome.stages.common import apply_numerics
 
 
 def ga_difficulty(cfg: dict, out_dir: Path, progress: bool = True) -> pd.DataFrame:
     """Per instance and seed, calls until some particle reaches f = 1; censored at max_oracle_calls."""
+    apply_numerics(cfg)
     rows = []
     for name, seed in tqdm(list(itertools.product(cfg["names"], cfg["seeds"])), desc="GA to solve", disable=not progress):
         function = Ehrlich.from_name(name, seed=cfg["function_seed"])

@@ -8,11 +8,12 @@ import pandas as pd
 
 from llome.io import write_csv
 from llome.loop import run_llome, run_trace
-from llome.stages.common import load_function, read_seed_table, seed_dir
+from llome.stages.common import apply_numerics, load_function, read_seed_table, seed_dir
 
 
 def llome_method(cfg: dict, seed_data_dir: Path, round_zero_dir: Path, out_dir: Path, progress: bool = True):
     """Returns (one row of metrics per seed and round, the regret trace of every seed)."""
+    apply_numerics(cfg)
     function = load_function(cfg["function"], seed=cfg["function_seed"])
     metrics_rows, traces = [], []
     for seed in cfg["seeds"]:

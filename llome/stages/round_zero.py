@@ -7,11 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 from llome.round_zero import run_round_zero
-from llome.stages.common import load_function, read_seed_table, seed_dir
+from llome.stages.common import apply_numerics, load_function, read_seed_table, seed_dir
 
 
 def round_zero(cfg: dict, seed_data_dir: Path, out_dir: Path, progress: bool = True) -> pd.DataFrame:
     """One model per seed under `out_dir/seed_<s>/`; a seed whose provenance still matches is reused."""
+    apply_numerics(cfg)
     function = load_function(cfg["function"], seed=cfg["function_seed"])
     rows = []
     for seed in cfg["seeds"]:

@@ -10,11 +10,12 @@ import pandas as pd
 from llome.ga import GAConfig, run_ga
 from llome.io import write_json, write_table
 from llome.provenance import make_record, write_record
-from llome.stages.common import load_function, seed_data_path
+from llome.stages.common import apply_numerics, load_function, seed_data_path
 
 
 def seed_data(cfg: dict, out_dir: Path, progress: bool = True) -> pd.DataFrame:
     """Per seed, every unique particle seen, with its score, step and oracle-call count."""
+    apply_numerics(cfg)
     function = load_function(cfg["function"], seed=cfg["function_seed"])
     ga = GAConfig(**cfg["ga"])
     rows = []

@@ -11,10 +11,12 @@ from llome.difficulty import difficulty
 from llome.ehrlich import Ehrlich
 from llome.io import write_csv, write_json
 from llome.provenance import make_record, write_record
+from llome.stages.common import apply_numerics
 
 
 def build_test_functions(cfg: dict, out_dir: Path, progress: bool = True) -> pd.DataFrame:
     """Each configured instance as JSON, and its difficulty: exact feasible and optimal fractions."""
+    apply_numerics(cfg)
     out_dir = Path(out_dir)
     rows = []
     for name in tqdm(cfg["names"], desc="test functions", disable=not progress):
