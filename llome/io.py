@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +43,24 @@ def _create_beside(path: Path) -> tuple[int, str]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
         except FileExistsError:
             continue
+
+
+def share_as_umask(directory: str | os.PathLike) -> None:
+    """Give every file under `directory` the mode a new file gets here, 0666 less the umask.
+
+    For files written by libraries that go through private temporary files (safetensors leaves a
+    model's weights 0600), so that a model is as readable as the tables and JSON beside it.
+    """
+    directory = Path(directory)
+    probe, name = _create_beside(directory / "umask-probe")
+    os.close(probe)
+    try:
+        mode = stat.S_IMODE(os.stat(name).st_mode)
+    finally:
+        os.unlink(name)
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
 
 
 def _json_default(obj):
