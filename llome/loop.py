@@ -23,8 +23,8 @@ from llome.io import read_json, read_table, write_json, write_table
 from llome.metrics import calibration, generation_metrics, labelled_metrics, regret_curve
 from llome.jobs import as_int_array, build_training_set, train
 from llome.models import inference_dtype, load_model_and_tokenizer
-from llome.provenance import (check_readable, claim, file_digest, is_model_file, make_record, model_digest,
-                              move_aside, result_config, table_digest, tree_files)
+from llome.provenance import (CorruptResultError, check_model, check_readable, claim, file_digest, make_record,
+                              model_digest, move_aside, result_config, table_digest)
 from llome.selection import likelihood_filter, sample_for_labelling
 from llome.text import VALID
 
@@ -224,16 +224,12 @@ def round_zero_inputs(round_zero_dir: Path) -> dict[str, str]:
     """
     round_zero_dir = Path(round_zero_dir)
     model_dir, pairs = round_zero_dir / "model", round_zero_dir / "pairs.parquet"
-    for required in (model_dir / "config.json", pairs):
-        if not required.is_file():
-            raise FileNotFoundError(f"{required} does not exist: round 0 ({round_zero_dir}) is incomplete; "
-                                    "restore it (e.g. `dvc checkout`) or rerun the `sft` stage")
-    model_files = tree_files(model_dir, include=is_model_file)
-    if not any(path.suffix == ".safetensors" for path in model_files):
-        raise FileNotFoundError(f"{model_dir} holds no *.safetensors weights: round 0 ({round_zero_dir}) is "
-                                "incomplete; restore it (e.g. `dvc checkout`) or rerun the `sft` stage")
-    for path in [*model_files, pairs]:
-        check_readable(path)
+    try:
+        check_model(model_dir)
+        check_readable(pairs)
+    except (FileNotFoundError, CorruptResultError) as error:
+        raise type(error)(f"round 0 ({round_zero_dir}) is damaged or incomplete: {error}. Restore it (e.g. "
+                          "`dvc checkout`) so that the finished rounds built on it stay valid") from error
     return {"round_zero_model": model_digest(model_dir), "round_zero_pairs": file_digest(pairs)}
 
 

@@ -160,6 +160,19 @@ def model_digest(model_dir: str | Path) -> str:
     return tree_digest(model_dir, include=is_model_file)
 
 
+def check_model(model_dir: str | Path) -> list[Path]:
+    """The files a saved model is made of, once each has been read back; raises naming a missing or damaged one."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir / 'config.json'} does not exist, so {model_dir} is no saved model")
+    files = tree_files(model_dir, include=is_model_file)
+    if not any(path.suffix == ".safetensors" for path in files):
+        raise FileNotFoundError(f"{model_dir} holds no *.safetensors weights, so it is no saved model")
+    for path in files:
+        check_readable(path)
+    return files
+
+
 class CorruptResultError(RuntimeError):
     """A result file that exists but cannot be read back (truncated, half-copied, overwritten)."""
 
@@ -184,8 +197,7 @@ def check_readable(path: str | Path) -> None:
             with safe_open(str(path), framework="numpy") as weights:
                 weights.keys()
     except Exception as error:
-        raise CorruptResultError(f"{path} cannot be read ({type(error).__name__}: {error}); restore it "
-                                 "(e.g. `dvc checkout`) or rerun the stage that writes it") from error
+        raise CorruptResultError(f"{path} cannot be read ({type(error).__name__}: {error})") from error
 
 
 def table_digest(table: pd.DataFrame) -> str:

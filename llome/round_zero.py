@@ -10,8 +10,8 @@ import pandas as pd
 
 from llome.io import read_json, read_table, write_json, write_table
 from llome.jobs import build_training_set, model_spec, train
-from llome.provenance import (check_readable, claim, is_model_file, make_record, matches, move_aside, refuse_foreign,
-                              result_config, table_digest, tree_files)
+from llome.provenance import (CorruptResultError, check_model, check_readable, claim, make_record, matches, move_aside,
+                              refuse_foreign, result_config, table_digest)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,11 @@ def run_round_zero(seed_table: pd.DataFrame, *, model_cfg: dict, pairs_cfg: dict
 def check_round_zero(out_dir: Path) -> None:
     """Raise, naming the file, unless each file a round-0 result is made of is there and reads back."""
     out_dir = Path(out_dir)
-    required = [out_dir / "metrics.json", out_dir / "pairs.parquet", out_dir / "model" / "config.json"]
-    present = tree_files(out_dir / "model", include=is_model_file) if (out_dir / "model").is_dir() else []
-    for path in dict.fromkeys([*required, *present]):
-        check_readable(path)
+    try:
+        check_model(out_dir / "model")
+        for path in (out_dir / "pairs.parquet", out_dir / "metrics.json"):
+            check_readable(path)
+    except (FileNotFoundError, CorruptResultError) as error:
+        raise type(error)(f"round 0 in {out_dir} is damaged or incomplete: {error}. Restore it (e.g. `dvc "
+                          f"checkout`); or move {out_dir} away to train it again, and every LLOME run built on it will "
+                          "start over") from error

@@ -174,7 +174,9 @@ def truncate(path: Path) -> None:
     (lambda r0: truncate(r0 / "pairs.parquet"), "pairs.parquet"),
     (lambda r0: truncate(r0 / "model" / "tokenizer_config.json"), "tokenizer_config.json"),
     (lambda r0: (r0 / "model" / "config.json").unlink(), "config.json"),
-], ids=["truncated weights", "deleted pairs", "truncated pairs", "truncated tokenizer", "deleted model config"])
+    (lambda r0: (r0 / "model" / "model.safetensors").unlink(), "safetensors"),
+], ids=["truncated weights", "deleted pairs", "truncated pairs", "truncated tokenizer", "deleted model config",
+        "deleted weights"])
 def test_a_damaged_round_zero_raises_naming_the_file_and_leaves_every_finished_round_as_it_was(project, damage,
                                                                                                 named):
     before = files_under(project["run"])
