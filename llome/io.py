@@ -1,10 +1,15 @@
-"""Atomic writes: an interrupted stage leaves either the old file or the new one, never half of one."""
+"""Atomic writes: an interrupted stage leaves either the old file or the new one, never half of one.
+
+Files and directories are created with the process umask, as git and DVC leave theirs (0644 and 0755
+under the usual 022), so a result can be read by the group and others it is shared with.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,7 +22,7 @@ def atomic_path(path: str | os.PathLike):
     """Yields a temporary path beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp = _create_beside(path)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -25,6 +30,37 @@ def atomic_path(path: str | os.PathLike):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _create_beside(path: Path) -> tuple[int, str]:
+    """A new, uniquely named file next to `path`, created 0666 less the umask.
+
+    tempfile.mkstemp would make it 0600, and os.replace keeps that mode: every result would be private.
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+
+
+def share_as_umask(directory: str | os.PathLike) -> None:
+    """Give every file under `directory` the mode a new file gets here, 0666 less the umask.
+
+    For files written by libraries that go through private temporary files (safetensors leaves a
+    model's weights 0600), so that a model is as readable as the tables and JSON beside it.
+    """
+    directory = Path(directory)
+    probe, name = _create_beside(directory / "umask-probe")
+    os.close(probe)
+    try:
+        mode = stat.S_IMODE(os.stat(name).st_mode)
+    finally:
+        os.unlink(name)
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
 
 
 def _json_default(obj):
@@ -63,7 +99,11 @@ def read_table(path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run the stage that writes it first")
-    table = pd.read_parquet(path)
+    try:
+        table = pd.read_parquet(path)
+    except Exception as error:  # pyarrow's messages do not say which file
+        raise ValueError(f"{path} is not a readable Parquet table ({type(error).__name__}: {error}); restore it "
+                         "(e.g. `dvc checkout`) or rerun the stage that writes it") from error
     for column in table.columns:
         if table[column].dtype == object and len(table) and isinstance(table[column].iloc[0], np.ndarray):
             table[column] = [None if v is None else tuple(int(i) for i in v) for v in table[column]]

@@ -3,6 +3,8 @@
 A run lives in one directory, one sub-directory per round. A round is built in `round_NN.partial/`
 and renamed to `round_NN/` only when complete, so a finished round is never redone and an
 interrupted one resumes from the last artifact it saved (candidates, labels, training checkpoints).
+A run's inputs (the seed table, round 0's model and pairs) are checked before its directory is
+touched; a run made from other inputs or settings is moved aside, never deleted (llome.provenance).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from llome.io import read_json, read_table, write_json, write_table
 from llome.metrics import calibration, generation_metrics, labelled_metrics, regret_curve
 from llome.jobs import as_int_array, build_training_set, train
 from llome.models import inference_dtype, load_model_and_tokenizer
-from llome.provenance import claim, make_record, result_config, table_digest, tree_digest
+from llome.provenance import (CorruptResultError, check_model, check_readable, claim, file_digest, make_record,
+                              model_digest, move_aside, result_config, table_digest)
 from llome.selection import likelihood_filter, sample_for_labelling
 from llome.text import VALID
 
@@ -203,17 +206,46 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         "seconds": seconds,
     }
     write_json(work / "metrics.json", metrics)
-    shutil.rmtree(final, ignore_errors=True)
+    if final.exists():  # a round directory someone emptied of its metrics; its labels may still be there
+        move_aside(final)
     work.rename(final)
     return metrics
 
 
+SEED_TABLE_COLUMNS = ("sequence", "score")
+
+
+def round_zero_inputs(round_zero_dir: Path) -> dict[str, str]:
+    """Digests of what the rounds take from round 0, once every one of those files has been read back.
+
+    The rounds read round 0's model (weights, config, tokenizer) and its pairs, so those are the run's
+    inputs. The records beside them (training log, metrics, provenance) are not: editing one rebuilds
+    nothing. A missing or unreadable input raises, naming the file.
+    """
+    round_zero_dir = Path(round_zero_dir)
+    model_dir, pairs = round_zero_dir / "model", round_zero_dir / "pairs.parquet"
+    try:
+        check_model(model_dir)
+        check_readable(pairs)
+    except (FileNotFoundError, CorruptResultError) as error:
+        raise type(error)(f"round 0 ({round_zero_dir}) is damaged or incomplete: {error}. Restore it (e.g. "
+                          "`dvc checkout`) so that the finished rounds built on it stay valid") from error
+    return {"round_zero_model": model_digest(model_dir), "round_zero_pairs": file_digest(pairs)}
+
+
 def run_llome(cfg: dict, *, function, seed_table: pd.DataFrame, round_zero_dir: Path, run_dir: Path, seed: int,
               progress: bool = True) -> list[dict]:
-    """All rounds of one method and seed, resuming whatever is already done."""
+    """All rounds of one method and seed, resuming whatever is already done.
+
+    Nothing under `run_dir` is touched until the inputs have been checked. A run of other settings or
+    inputs there is moved aside (not deleted) and started over; a folder that is not a llome run raises.
+    """
     run_dir = Path(run_dir)
-    record = make_record(result_config(cfg), code=[__name__], seed=seed,
-                         inputs={"seed_data": table_digest(seed_table), "round_zero": tree_digest(round_zero_dir)})
+    missing = [column for column in SEED_TABLE_COLUMNS if column not in seed_table.columns]
+    if missing:
+        raise ValueError(f"the seed table has no column {missing[0]!r} (it has {list(seed_table.columns)})")
+    inputs = {"seed_data": table_digest(seed_table), **round_zero_inputs(round_zero_dir)}
+    record = make_record(result_config(cfg), code=[__name__], seed=seed, inputs=inputs)
     claim(run_dir, record)
 
     pool = seed_table[["sequence", "score"]].copy()

@@ -32,6 +32,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from llome.io import share_as_umask
 from llome.runtime import PRECISIONS, check_device
 from llome.tokenizer import build_tokenizer
 
@@ -145,6 +146,7 @@ def save_model_and_tokenizer(
     """Write both into directory `path`, so that `load_model_and_tokenizer(path)` restores them."""
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    share_as_umask(path)  # safetensors writes the weights 0600
 
 
 def _build_gpt_neox(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> GPTNeoXForCausalLM:

@@ -1,9 +1,16 @@
 """What made a result: its config, the code it ran, and digests of its inputs, kept beside it.
 
-A result directory holds `provenance.json`. A stage that finds a directory made by another record
-empties it and starts over; one made by the same record is resumed or reused. The code part hashes
-each `llome` module the stage can reach, as parsed (comments and docstrings do not count), so a
-change that cannot alter behaviour does not throw away hours of training, and every other one does.
+A result directory holds `provenance.json`. A stage that finds a directory made by the same record
+resumes or reuses it. One made by another record is never deleted, since it may hold paid oracle
+labels: it is moved aside to a sibling `<name>.stale-<UTC time>` (a warning says where) and the
+stage starts over in a fresh directory; delete the stale copy once you no longer need it. A
+non-empty directory without `provenance.json` is not a llome result (a user's folder, or a result
+from before records existed): a stage refuses to write into it or remove it, and says so.
+
+The code part hashes each `llome` module the stage can reach, as parsed (comments and docstrings do
+not count), so a change that cannot alter behaviour does not throw away hours of training, and every
+other one does. The inputs part hashes what a result is made from, not the records kept beside it:
+a model's identity is its weights, config and tokenizer, not its training log (`TRAINING_RECORDS`).
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ import hashlib
 import importlib.util
 import json
 import logging
-import shutil
-from pathlib import Path
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
@@ -23,6 +31,10 @@ from llome.io import read_json, write_json
 log = logging.getLogger(__name__)
 
 RECORD_FILE = "provenance.json"
+STALE_MARK = ".stale-"
+# The files llome.train writes beside a model's weights: they describe how it was trained, not what it
+# is, so editing one (or a rerun that rewrites one) changes no result made from the model.
+TRAINING_RECORDS = frozenset({"train_log.csv", "checkpoints.csv"})
 PACKAGE = "llome"
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
@@ -119,15 +131,73 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def tree_digest(directory: str | Path) -> str:
-    """One hash over every file under `directory`, with their relative paths."""
+def tree_files(directory: str | Path, include: Callable[[PurePosixPath], bool] | None = None) -> list[Path]:
+    """The files under `directory`, sorted; with `include`, those whose path relative to it passes."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} does not exist; run the stage that writes it first")
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    if include is None:
+        return files
+    return [p for p in files if include(PurePosixPath(p.relative_to(directory).as_posix()))]
+
+
+def tree_digest(directory: str | Path, include: Callable[[PurePosixPath], bool] | None = None) -> str:
+    """One hash over every file under `directory` (or those `include` accepts), with their relative paths."""
+    directory = Path(directory)
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    for path in tree_files(directory, include):
         digest.update(f"{path.relative_to(directory).as_posix()}\0{file_digest(path)}\0".encode())
     return digest.hexdigest()[:16]
+
+
+def is_model_file(relative: PurePosixPath) -> bool:
+    """Part of what a saved model is (weights, config, tokenizer), as opposed to a record of its training."""
+    return relative.name not in TRAINING_RECORDS
+
+
+def model_digest(model_dir: str | Path) -> str:
+    return tree_digest(model_dir, include=is_model_file)
+
+
+def check_model(model_dir: str | Path) -> list[Path]:
+    """The files a saved model is made of, once each has been read back; raises naming a missing or damaged one."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir / 'config.json'} does not exist, so {model_dir} is no saved model")
+    files = tree_files(model_dir, include=is_model_file)
+    if not any(path.suffix == ".safetensors" for path in files):
+        raise FileNotFoundError(f"{model_dir} holds no *.safetensors weights, so it is no saved model")
+    for path in files:
+        check_readable(path)
+    return files
+
+
+class CorruptResultError(RuntimeError):
+    """A result file that exists but cannot be read back (truncated, half-copied, overwritten)."""
+
+
+def check_readable(path: str | Path) -> None:
+    """Raise, naming `path`, unless it exists and parses as its kind of file.
+
+    JSON, Parquet and safetensors files are read through (safetensors checks that its header covers the
+    whole file, so a truncated weights file fails here); other files only need to exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run the stage that writes it first")
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+            pq.read_table(path)
+        elif path.suffix == ".safetensors":
+            from safetensors import safe_open
+            with safe_open(str(path), framework="numpy") as weights:
+                weights.keys()
+    except Exception as error:
+        raise CorruptResultError(f"{path} cannot be read ({type(error).__name__}: {error})") from error
 
 
 def table_digest(table: pd.DataFrame) -> str:
@@ -162,23 +232,65 @@ def write_record(directory: str | Path, record: dict) -> None:
     write_json(Path(directory) / RECORD_FILE, record, sort_keys=True)
 
 
+def _readable_record(directory: Path) -> dict | None:
+    """The record in `directory`, or None when there is none or it does not parse (an unreadable record
+    identifies nothing, so its result counts as stale)."""
+    try:
+        return read_record(directory)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
 def matches(directory: str | Path, record: dict) -> bool:
-    return read_record(directory) == _normalised(record)
+    return _readable_record(Path(directory)) == _normalised(record)
+
+
+class ForeignDirectoryError(FileExistsError):
+    """A path a result would go to holds something llome did not make."""
+
+
+def refuse_foreign(directory: str | Path) -> None:
+    """Raise unless `directory` is absent, empty, or a llome result (it holds a provenance record)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ForeignDirectoryError(f"{directory} is a file, not a result directory; llome will not replace it: "
+                                    "move it away or choose another output directory")
+    if directory.is_dir() and not (directory / RECORD_FILE).exists() and any(directory.iterdir()):
+        raise ForeignDirectoryError(
+            f"{directory} holds files but no {RECORD_FILE}, so it is not a llome result; llome neither writes "
+            "into nor removes such a directory: move its contents away or choose another output directory")
+
+
+def move_aside(directory: str | Path) -> Path:
+    """Rename `directory` to an unused sibling `<name>.stale-<UTC time>[-<n>]` and return the new path."""
+    directory = Path(directory)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = directory.with_name(f"{directory.name}{STALE_MARK}{stamp}")
+    counter = 1
+    while target.exists():  # several moves within one second
+        counter += 1
+        target = directory.with_name(f"{directory.name}{STALE_MARK}{stamp}-{counter}")
+    directory.rename(target)
+    log.warning("%s was made by other settings, code or inputs: moved it aside to %s and starting over "
+                "(its files, paid labels included, are kept there; delete it when no longer needed)",
+                directory, target)
+    return target
 
 
 def claim(directory: str | Path, record: dict) -> bool:
     """Make `directory` the home of `record`'s result. True if it already was (resume or reuse it).
 
-    Anything else there (made by another config, other code or other inputs, or of unknown origin)
-    is deleted: a stale result is never reused.
+    A result of another record (other config, code or inputs, or an unreadable record) is moved aside
+    with `move_aside`, never deleted and never reused. A non-empty directory without a record raises
+    ForeignDirectoryError and is left as it was.
     """
     directory = Path(directory)
+    refuse_foreign(directory)
     if directory.exists():
         if matches(directory, record):
             return True
         if any(directory.iterdir()):
-            log.warning("%s was made by other settings, code or inputs: rebuilding it", directory)
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+            move_aside(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     write_record(directory, record)
     return False

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from llome.config import load_profile, stage_configs
-from llome.provenance import PACKAGE_ROOT, claim, code_digest, read_record
+from llome.provenance import PACKAGE_ROOT, ForeignDirectoryError, claim, code_digest, read_record
 from llome.report import collect
 from llome.stages.llome_rounds import llome_method
 from llome.stages.round_zero import round_zero
@@ -141,16 +141,20 @@ def test_more_rounds_extend_a_run_instead_of_restarting_it(project):
     assert weights(root, "llome", "sft", "seed_0", "round_02").exists()
 
 
-def test_claim_keeps_a_directory_of_the_same_record_and_empties_any_other(tmp_path):
+def test_claim_keeps_a_directory_of_the_same_record_and_moves_any_other_aside(tmp_path):
     record = {"config": {"a": (1, 2)}, "code": {}, "inputs": {}}
     assert claim(tmp_path / "r", record) is False
     (tmp_path / "r" / "result.txt").write_text("done")
     assert claim(tmp_path / "r", copy.deepcopy(record)) is True and (tmp_path / "r" / "result.txt").exists()
     assert claim(tmp_path / "r", {**record, "config": {"a": (1, 3)}}) is False
     assert not (tmp_path / "r" / "result.txt").exists()
+    [aside] = tmp_path.glob("r.stale-*")
+    assert (aside / "result.txt").read_text() == "done"
     (tmp_path / "unknown").mkdir()
     (tmp_path / "unknown" / "old.txt").write_text("who made me?")
-    assert claim(tmp_path / "unknown", record) is False and not (tmp_path / "unknown" / "old.txt").exists()
+    with pytest.raises(ForeignDirectoryError, match="unknown"):
+        claim(tmp_path / "unknown", record)
+    assert (tmp_path / "unknown" / "old.txt").read_text() == "who made me?"
 
 
 def test_code_digest_ignores_docstrings_and_comments_but_not_code(monkeypatch, tmp_path):
