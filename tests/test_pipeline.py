@@ -4,6 +4,7 @@ Marked `pipeline`: `make test` leaves it out, `make smoke` and CI run it.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 from scratch_project import headless_chromium, project_files, tool_env
+
+from llome.compare import fingerprint, read_lock, report
+from llome.numerics import cpu_flags, cpu_model
 
 pytestmark = pytest.mark.pipeline
 
@@ -49,7 +53,26 @@ def smoke_run(tmp_path_factory):
     workdir = _scratch_project(tmp_path_factory.mktemp("project"))
     log = _dvc(workdir, "repro")
     shutil.copy2(workdir / "metrics" / "summary.json", workdir.parent / "first_summary.json")  # later tests change it
+    shutil.copy2(workdir / "dvc.lock", workdir.parent / "first_dvc.lock")
     return workdir, log
+
+
+FINGERPRINT = ROOT / "tests" / "fixtures" / "smoke_fingerprint.json"
+
+
+def test_the_smoke_run_reproduces_the_committed_fingerprint_bit_for_bit(smoke_run):
+    """The md5 of every data output, made on the machine named in the fixture, checked on whatever machine
+    runs this (CI's included). `make fingerprint` rewrites it after a change that is meant to move numbers."""
+    workdir, _ = smoke_run
+    lock = workdir.parent / "first_dvc.lock"
+    actual = fingerprint(read_lock(lock.read_text(), str(lock)))
+    if os.environ.get("LLOME_WRITE_FINGERPRINT") == "1":
+        FINGERPRINT.write_text(json.dumps({"made_on": {"cpu": cpu_model(), "cpu_flags": cpu_flags()},
+                                           "outputs": actual}, indent=2) + "\n")
+    committed = json.loads(FINGERPRINT.read_text())
+    text, same = report(committed["outputs"], actual)
+    assert same, (f"made on {committed['made_on']}, run on {cpu_model()} {cpu_flags()}:\n{text}\n"
+                  "If a change is meant to move the numbers, run `make fingerprint` and commit the fixture.")
 
 
 def _changed_stages(workdir: Path) -> set[str]:
