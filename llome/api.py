@@ -53,7 +53,7 @@ class LlomeConfig:
     """
 
     method: str = "marge"  # how each round trains: sft, marge or dpo
-    rounds: int = 2
+    rounds: int = 3
     num_to_label: int = 40  # paid oracle calls per round
     # Unpaid calls for metrics ("improves on its input"); off, a round makes no call beyond its n labels.
     diagnostics: bool = False
@@ -71,7 +71,8 @@ class LlomeConfig:
                                                "warmup_steps": 0.05, "weight_decay": 0.0})
     train: dict | None = None  # None: METHOD_TRAINING[method]
     generation: dict = field(default_factory=lambda: {
-        "num_seeds": 8, "num_iterations": 2, "greedy": True, "temperatures": [0.6, 1.0], "num_samples": 2,
+        # Enough proposals that each round has its n new candidates at L=8, v=4 (the smoke profile's run short).
+        "num_seeds": 16, "num_iterations": 2, "greedy": True, "temperatures": [0.8, 1.0, 1.2], "num_samples": 4,
         "batch_size": 1024, "shared_trajectory": False, "skip_copies": False, "temperature_schedule": True})
     likelihood_quantile: float = 0.6
 

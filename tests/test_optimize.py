@@ -13,7 +13,7 @@ from tests.toy_objectives import CallCounting
 
 def test_config_merges_a_dict_over_the_defaults_and_rejects_unknown_keys():
     cfg = LlomeConfig.coerce({"rounds": 4, "generation": {"num_samples": 8}})
-    assert cfg.rounds == 4 and cfg.generation["num_samples"] == 8 and cfg.generation["num_seeds"] == 8
+    assert cfg.rounds == 4 and cfg.generation["num_samples"] == 8 and cfg.generation["num_seeds"] == 16
     assert cfg.diagnostics is False  # a user's objective pays for nothing it is not told about
     assert cfg.round_config(100)["train"] == llome.api.METHOD_TRAINING["marge"]
     with pytest.raises(ValueError, match="unknown LlomeConfig setting"):
