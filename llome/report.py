@@ -167,10 +167,16 @@ CAPTIONS = {
 }
 
 
+def _diagnostic_calls(method_summary: dict) -> str:
+    """A summary written before diagnostic calls were counted says nothing of them: shown as unknown, not as 0."""
+    calls = method_summary.get("diagnostic_oracle_calls")
+    return "n/a" if calls is None else f"{calls:,.0f}"
+
+
 def write_html_report(summary: dict, figures: list[Path], path) -> None:
     """One file, images inlined: it needs no network and no server, unlike `dvc plots show`."""
     rows = "".join(
-        f"<tr><td>{html.escape(m)}</td><td>{s['oracle_calls']:,.0f}</td><td>{s.get('diagnostic_oracle_calls', 0):,.0f}</td>"
+        f"<tr><td>{html.escape(m)}</td><td>{s['oracle_calls']:,.0f}</td><td>{_diagnostic_calls(s)}</td>"
         f"<td>{s['best_value']:.3f}</td>"
         f"<td>{s['regret']:.3f}</td><td>{s['solved_fraction']:.2f}</td><td>{s['oracle_calls_to_best']:,.0f}</td></tr>"
         for m, s in summary["methods"].items())
@@ -207,7 +213,7 @@ def results_markdown(summary: dict, figures_dir: str = "docs/figures") -> str:
     ]
     for method, s in summary["methods"].items():
         per_seed = ", ".join(f"{r['best_value']:.3f}" for r in sorted(s["per_seed"], key=lambda r: r["seed"]))
-        lines.append(f"| {method} | {s['oracle_calls']:,.0f} | {s.get('diagnostic_oracle_calls', 0):,.0f} | "
+        lines.append(f"| {method} | {s['oracle_calls']:,.0f} | {_diagnostic_calls(s)} | "
                      f"{s['best_value']:.3f} | {s['regret']:.3f} | "
                      f"{s['solved_fraction']:.2f} | {s['oracle_calls_to_best']:,.0f} | {per_seed} |")
     short = {m: s["short_rounds"] for m, s in summary["methods"].items() if s.get("short_rounds")}

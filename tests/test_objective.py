@@ -141,3 +141,5 @@ def test_summary_and_readme_report_paid_and_diagnostic_calls_per_method():
     table = [line for line in results_markdown(summary).splitlines() if line.startswith("|")]
     assert "paid oracle calls | diagnostic calls (unpaid)" in table[0]
     assert table[2].startswith("| ga_paper | 11 | 0 |") and table[3].startswith("| llome_marge | 11 | 135 |")
+    old = {**summary, "methods": {"ga_paper": {k: v for k, v in ga.items() if k != "diagnostic_oracle_calls"}}}
+    assert "| ga_paper | 11 | n/a |" in results_markdown(old)  # not counted then: unknown, not zero
