@@ -143,3 +143,21 @@ def test_summary_and_readme_report_paid_and_diagnostic_calls_per_method():
     assert table[2].startswith("| ga_paper | 11 | 0 |") and table[3].startswith("| llome_marge | 11 | 135 |")
     old = {**summary, "methods": {"ga_paper": {k: v for k, v in ga.items() if k != "diagnostic_oracle_calls"}}}
     assert "| ga_paper | 11 | n/a |" in results_markdown(old)  # not counted then: unknown, not zero
+
+
+@pytest.mark.parametrize("factory, optimum", [("counting_up_v8", 7.0), ("no_optimum", None)])
+def test_ga_baseline_stage_on_an_import_path_objective_reports_regret_only_against_a_known_optimum(
+        tmp_path, factory, optimum):
+    from llome.stages.ga_baseline import ga_baseline
+
+    cfg = {"function": f"tests.toy_objectives:{factory}", "function_seed": 50494, "seeds": [0],
+           "max_oracle_calls": 300, "sweep_seeds": [100], "recombine_prob": 0.125,
+           "sweep": {"num_particles": [20, 50], "mutation_prob": [0.125], "survival_quantile": [0.2]},
+           "paper_ga": {"num_particles": 50, "mutation_prob": 0.125, "recombine_prob": 0.125,
+                        "survival_quantile": 0.2, "num_steps": 2}}
+    _, _, trace = ga_baseline(cfg, tmp_path, progress=False)
+    assert trace.groupby("method")["oracle_calls"].max().tolist() == [300, 300]  # the counted budget, no more
+    if optimum is None:
+        assert trace["regret"].isna().all() and np.isfinite(trace["best_value"]).all()
+    else:
+        np.testing.assert_allclose(trace["regret"], optimum - trace["best_value"])
