@@ -1,5 +1,8 @@
 """llome: language models as black-box optimisers of Ehrlich functions (the LLOME paper), reproducibly.
 
+On your own objective: `llome.optimize(objective, seed_sequences)`, the objective following
+`llome.Objective` (llome/objective.py).
+
 The main names are importable from here; each loads its module on first use, so that
 `import llome` stays light (training pulls in torch, transformers and TRL).
 """
@@ -14,6 +17,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Ehrlich": "llome.ehrlich",
+    "optimize": "llome.api",
+    "LlomeConfig": "llome.api",
+    "OptimizeResult": "llome.api",
+    "Objective": "llome.objective",
+    "DiagnosticOracle": "llome.objective",
     "GAConfig": "llome.ga",
     "run_ga": "llome.ga",
     "format_prompt": "llome.text",
@@ -34,7 +42,7 @@ _EXPORTS = {
     "refine": "llome.generate",
     "run_round": "llome.loop",
     "run_llome": "llome.loop",
-    "CountedOracle": "llome.loop",
+    "CountedOracle": "llome.objective",
     "regret_curve": "llome.metrics",
     "load_profile": "llome.config",
 }

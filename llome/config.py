@@ -95,8 +95,10 @@ def _probability(value, where: str, allow_none: bool = False) -> None:
 def validate(cfg: dict) -> None:
     """Cheap checks of the values every stage relies on, so a bad value fails before any work."""
     from llome.ehrlich import Ehrlich
+    from llome.objective import resolve
 
-    for name in [cfg["function"], *cfg["test_functions"]["names"]]:
+    resolve(cfg["function"])  # an Ehrlich name or `package.module:factory`; raises ValueError naming what is wrong
+    for name in cfg["test_functions"]["names"]:
         Ehrlich.from_name(name)  # raises ValueError naming a malformed name or impossible parameters
     seeds = cfg["seeds"]
     _require(isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds),
@@ -192,7 +194,7 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
             "objective": spec["objective"], "train": spec["train"], "pairs": cfg["pairs"],
             "generation": llome["generation"], "selection": llome["selection"],
             "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "launcher": launcher_config(cfg),
-            "device": cfg["device"],
+            "device": cfg["device"], "diagnostics": llome["diagnostics"],
         }
     for stage in stages.values():  # every stage computes under the same pins and thread count
         stage["numerics"] = cfg["numerics"]

@@ -23,6 +23,8 @@ from llome.io import read_json, read_table, write_json, write_table
 from llome.metrics import calibration, generation_metrics, labelled_metrics, regret_curve
 from llome.jobs import as_int_array, build_training_set, train
 from llome.models import inference_dtype, load_model_and_tokenizer
+# Re-exported: the counters moved to llome.objective so that the GA stages can use them without torch.
+from llome.objective import CountedOracle, DiagnosticOracle, OracleBudgetExceeded  # noqa: F401
 from llome.provenance import (CorruptResultError, check_model, check_readable, claim, file_digest, make_record,
                               model_digest, move_aside, result_config, table_digest)
 from llome.selection import likelihood_filter, sample_for_labelling
@@ -31,38 +33,16 @@ from llome.text import VALID
 log = logging.getLogger(__name__)
 
 
-class OracleBudgetExceeded(RuntimeError):
-    pass
-
-
-class CountedOracle:
-    """The only door to the objective: it counts every sequence scored and refuses to pass its budget."""
-
-    def __init__(self, function, budget: int):
-        if budget < 0:
-            raise ValueError(f"oracle budget must be >= 0, got {budget}")
-        self.function = function
-        self.budget = int(budget)
-        self.calls = 0
-
-    @property
-    def remaining(self) -> int:
-        return self.budget - self.calls
-
-    def __call__(self, sequences) -> np.ndarray:
-        sequences = np.asarray(sequences)
-        if len(sequences) > self.remaining:
-            raise OracleBudgetExceeded(
-                f"asked to score {len(sequences)} sequences with {self.remaining} of {self.budget} calls left")
-        self.calls += len(sequences)
-        return np.asarray(self.function(sequences), dtype=np.float64)
-
-
 def margin_reward(score, parent_score):
-    """max(f(y) - f(x), 0) with an infeasible score counted as 0 (PAPER.md §5)."""
+    """max(f(y) - f(x), 0) with an infeasible score counted as 0 (PAPER.md §5); NaN where f(x) is unknown.
+
+    An unknown parent score (NaN: diagnostics off and the parent never labelled) is not an infeasible one,
+    so it gives no reward rather than a made-up one.
+    """
+    score, parent_score = np.asarray(score, dtype=np.float64), np.asarray(parent_score, dtype=np.float64)
     y = np.where(np.isfinite(score), score, 0.0)
     x = np.where(np.isfinite(parent_score), parent_score, 0.0)
-    return np.maximum(y - x, 0.0)
+    return np.where(np.isnan(parent_score), np.nan, np.maximum(y - x, 0.0))
 
 
 def round_dir(run_dir: Path, index: int) -> Path:
@@ -109,6 +89,25 @@ def training_pool(pool: pd.DataFrame, labelled: pd.DataFrame, source: str) -> pd
     raise ValueError(f"pairs.source must be 'round' or 'history', got {source!r}")
 
 
+def _parent_scores(selected: pd.DataFrame, scores: np.ndarray, pool: pd.DataFrame, function,
+                   enabled: bool) -> tuple[np.ndarray, int]:
+    """Each selected candidate's parent score, for "improved over input" and the calibration reward only.
+
+    Parents labelled before or in this round are known for free. The rest are scored through a
+    DiagnosticOracle when diagnostics are on, and are NaN (left out of `improved`) when off. These values
+    go into the `parent_score` and `reward` columns alone: pairs are built from `score`, never from them.
+    Returns the scores and the number of unpaid calls made.
+    """
+    known = dict(zip(pool["sequence"], pool["score"]))
+    known.update(zip(selected["sequence"], scores))
+    diagnostics = DiagnosticOracle(function, enabled=enabled)
+    unknown = sorted(set(selected["parent"]) - set(known))
+    if unknown and diagnostics.enabled:
+        known.update(zip(unknown, diagnostics(as_int_array(unknown))))
+    parent_scores = np.array([known.get(p, np.nan) for p in selected["parent"]], dtype=np.float64)
+    return parent_scores, diagnostics.calls
+
+
 def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFrame, prev_model_dir: Path,
               prev_pairs: pd.DataFrame, prev_mean_distance: float | None, seed: int, progress: bool = True) -> dict:
     """One LLOME round; returns its metrics. Spends at most `selection.num_to_label` oracle calls."""
@@ -150,11 +149,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         started = time.perf_counter()
         oracle = CountedOracle(function, cfg["selection"]["num_to_label"])
         scores = oracle(as_int_array(selected["sequence"])) if len(selected) else np.empty(0)
-        # Parent scores feed diagnostics only ("improved over input"); unpaid ones are counted apart.
-        known = dict(zip(pool["sequence"], pool["score"]))
-        unknown = sorted(set(selected["parent"]) - set(known))
-        diagnostic = dict(zip(unknown, function(as_int_array(unknown)))) if unknown else {}
-        parent_scores = np.array([known.get(p, diagnostic.get(p)) for p in selected["parent"]], dtype=np.float64)
+        parent_scores, diagnostic_calls = _parent_scores(selected, scores, pool, function,
+                                                         enabled=cfg.get("diagnostics", True))
         labelled = selected[["sequence", "parent", "trajectory", "iteration", "temperature", "loglik", "distance"]].copy()
         labelled["score"] = scores
         labelled["parent_score"] = parent_scores
@@ -162,7 +158,7 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         labelled["round"] = index
         labelled["oracle_calls_round"] = np.arange(1, len(labelled) + 1)
         write_table(work / "labelled.parquet", labelled)
-        write_json(work / "oracle.json", {"oracle_calls": oracle.calls, "diagnostic_calls": len(unknown)})
+        write_json(work / "oracle.json", {"oracle_calls": oracle.calls, "diagnostic_calls": diagnostic_calls})
         timed("labelling", started)
     labelled = read_table(work / "labelled.parquet")
     oracle_log = read_json(work / "oracle.json")
@@ -194,7 +190,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         "objective": cfg["objective"],
         "temperatures": list(temperatures),
         "oracle_calls": oracle_log["oracle_calls"],
-        "diagnostic_oracle_calls": oracle_log["diagnostic_calls"],
+        "diagnostic_oracle_calls": oracle_log["diagnostic_calls"],  # unpaid: parent scores for metrics only
+        "diagnostics": bool(cfg.get("diagnostics", True)),
         "num_candidates": int(len(candidates)),
         # n minus the labels paid for: > 0 only when the round had fewer than n new valid candidates
         "labels_short": int(cfg["selection"]["num_to_label"] - oracle_log["oracle_calls"]),
@@ -270,11 +267,14 @@ def run_llome(cfg: dict, *, function, seed_table: pd.DataFrame, round_zero_dir: 
     return history
 
 
-def run_trace(seed_table: pd.DataFrame, seed_oracle_calls: int, run_dir: Path, rounds: int) -> pd.DataFrame:
+def run_trace(seed_table: pd.DataFrame, seed_oracle_calls: int, run_dir: Path, rounds: int,
+              optimum: float | None = 1.0) -> pd.DataFrame:
     """Best-so-far over every paid evaluation of a run: the GA seed data, then each round's labels.
 
     The seed table holds first sightings only, which is all a best-so-far curve needs; the offset of
-    round 1 is the GA's full spend, repeats included.
+    round 1 is the GA's full spend, repeats included. Regret is against the objective's `optimum`
+    (1 for Ehrlich functions), and NaN when it is unknown (None). Diagnostic calls are not in the
+    trace: the optimiser never saw their values.
     """
     seed_part = seed_table[["oracle_calls", "score"]].assign(round=0)
     if len(seed_table) == 0 or seed_part["oracle_calls"].max() < seed_oracle_calls:
@@ -288,5 +288,5 @@ def run_trace(seed_table: pd.DataFrame, seed_oracle_calls: int, run_dir: Path, r
                                    "score": labelled["score"].to_numpy(), "round": index}))
         offset += int(read_json(round_dir(run_dir, index) / "metrics.json")["oracle_calls"])
     trace = pd.concat(parts, ignore_index=True)
-    curve = regret_curve(trace["oracle_calls"].to_numpy(), trace["score"].to_numpy())
+    curve = regret_curve(trace["oracle_calls"].to_numpy(np.int64), trace["score"].to_numpy(), optimum)
     return curve.assign(round=trace["round"].to_numpy())

@@ -42,8 +42,13 @@ def _mean_or_nan(values: np.ndarray) -> float:
 # Regret
 
 
-def regret_curve(oracle_calls, scores, optimum: float = 1.0, *, improvements_only: bool = False) -> pd.DataFrame:
+def regret_curve(oracle_calls, scores, optimum: float | None = 1.0, *,
+                 improvements_only: bool = False) -> pd.DataFrame:
     """Best value so far and regret (optimum - best) after each evaluation, in evaluation order.
+
+    `optimum` is the objective's best value: 1 for an Ehrlich function (the default), whatever another
+    objective declares (llome.objective.optimum_of), or None when unknown, which makes regret NaN and
+    leaves best_value the measure.
 
     The one best-so-far computation of the project: the GA baseline's and LLOME's traces both come from it.
     oracle_calls[i] is the cumulative number of oracle calls when scores[i] was obtained (None:
@@ -57,9 +62,9 @@ def regret_curve(oracle_calls, scores, optimum: float = 1.0, *, improvements_onl
         raise ValueError(f"scores must be 1-D, got shape {values.shape}")
     if np.isnan(values).any():
         raise ValueError(f"scores contains NaN at position {int(np.flatnonzero(np.isnan(values))[0])}")
-    if not np.isfinite(optimum):
-        raise ValueError(f"optimum must be finite, got {optimum!r}")
-    if (values > optimum).any():
+    if optimum is not None and not np.isfinite(optimum):
+        raise ValueError(f"optimum must be finite or None, got {optimum!r}")
+    if optimum is not None and (values > optimum).any():
         raise ValueError(f"scores exceed optimum={optimum}: max score {values.max()}")
     if oracle_calls is None:
         calls = np.arange(1, len(values) + 1, dtype=np.int64)
@@ -77,7 +82,8 @@ def regret_curve(oracle_calls, scores, optimum: float = 1.0, *, improvements_onl
         improved = np.flatnonzero(best[1:] > best[:-1]) + 1
         rows = np.unique(np.concatenate([[0], improved, [len(values) - 1]]))
         calls, best = calls[rows], best[rows]
-    return pd.DataFrame({"oracle_calls": calls, "best_value": best, "regret": optimum - best})
+    regret = optimum - best if optimum is not None else np.full(len(best), np.nan)
+    return pd.DataFrame({"oracle_calls": calls, "best_value": best, "regret": regret})
 
 
 def regret_on_grid(trace: pd.DataFrame, grid, runs: Sequence[str] = ()) -> pd.DataFrame:

@@ -190,3 +190,33 @@ def test_a_round_that_labelled_nothing_builds_no_pairs_instead_of_failing(object
     empty = pd.DataFrame({"sequence": [], "score": []})
     cfg = {"max_distance": 0.25, "num_neighbors": 30, "infeasible_fraction": 0.1, "max_pairs": None}
     assert len(build_training_set(objective, empty, cfg, seed=0)) == 0
+
+
+@pytest.mark.slow
+def test_diagnostic_scores_never_reach_the_pairs_and_switching_them_off_makes_no_unpaid_call(copy_model, tmp_path):
+    runs = {}
+    for diagnostics in (True, False):
+        f, seed_table, round_zero, cfg = _setup(copy_model, tmp_path / str(diagnostics))
+        cfg = {**cfg, "rounds": 1, "diagnostics": diagnostics}
+        [metrics] = run_llome(cfg, function=f, seed_table=seed_table, round_zero_dir=round_zero,
+                              run_dir=tmp_path / str(diagnostics) / "run", seed=0, progress=False)
+        done = round_dir(tmp_path / str(diagnostics) / "run", 1)
+        runs[diagnostics] = (metrics, f.calls, read_table(done / "labelled.parquet"), read_table(done / "pairs.parquet"))
+    (on, on_calls, on_labelled, on_pairs), (off, off_calls, off_labelled, off_pairs) = runs[True], runs[False]
+    assert on["diagnostic_oracle_calls"] > 0  # some inputs were never labelled: the check below has teeth
+    assert on_calls == on["oracle_calls"] + on["diagnostic_oracle_calls"]
+    assert off["diagnostic_oracle_calls"] == 0 and off_calls == off["oracle_calls"]
+    # What the optimiser paid for and trains on is the same either way.
+    pd.testing.assert_frame_equal(on_labelled[["sequence", "score"]], off_labelled[["sequence", "score"]])
+    pd.testing.assert_frame_equal(on_pairs, off_pairs)
+    # Pairs hold paid labels only: no sequence scored just for diagnostics, and no score it was not paid for.
+    paid = dict(zip(on_labelled["sequence"], on_labelled["score"]))
+    diagnostic_only = set(on_labelled["parent"]) - set(paid) - set(seed_table["sequence"])
+    assert diagnostic_only
+    for side in ("x", "y"):
+        assert not set(on_pairs[side]) & diagnostic_only
+        np.testing.assert_array_equal(on_pairs[f"{side}_score"], [paid[s] for s in on_pairs[side]])
+    # Off, "improved" is measured on the candidates whose input score is known for free, and said so.
+    unknown = off_labelled["parent"].isin(diagnostic_only)
+    assert off_labelled.loc[unknown, "parent_score"].isna().all() and off_labelled.loc[unknown, "reward"].isna().all()
+    assert off["labelled"]["known_parent_count"] == int((~unknown).sum()) < on["labelled"]["known_parent_count"]

@@ -4,6 +4,7 @@ import json
 import sys
 
 import nbformat as nbf
+import pytest
 
 from llome.notebook import run_notebook
 
@@ -34,3 +35,16 @@ def test_a_notebook_runs_on_this_interpreter_with_quiet_progress(tmp_path, monke
     assert seen == {"executable": sys.executable, "progress": False, "out": "here"}
     assert (tmp_path / "reports" / "probe.html").read_text().count("<html") == 1
     assert not [p for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+@pytest.mark.slow
+def test_the_your_objective_tutorial_runs_and_shows_paid_and_diagnostic_calls(tmp_path):
+    from pathlib import Path
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "08_your_objective.ipynb"
+    executed = run_notebook(notebook, {"rounds": 1}, reports_dir=tmp_path, log_output=False)
+    text = "".join(o.get("text", "") for cell in nbf.read(executed, as_version=4).cells
+                   for o in cell.get("outputs", []))
+    assert "optimum: 6.0" in text
+    assert "diagnostic (unpaid) calls: 0\n" in text          # off by default for your own objective
+    assert "same paid labels as without diagnostics: True" in text

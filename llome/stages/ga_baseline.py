@@ -17,6 +17,7 @@ from tqdm import tqdm
 from llome.ga import GAConfig, run_ga
 from llome.io import write_csv, write_json
 from llome.metrics import regret_curve
+from llome.objective import CountedOracle, initial_solution, optimum_of
 from llome.provenance import make_record, write_record
 from llome.stages.common import apply_numerics, load_function
 
@@ -27,9 +28,10 @@ def sweep_ga(function, grid: list[dict], seeds: list[int], recombine_prob: float
     rows = []
     for setting, settings in enumerate(tqdm(grid, desc="GA sweep", disable=not progress)):
         ga = GAConfig(recombine_prob=recombine_prob, num_steps=None, max_oracle_calls=budget,
-                      stop_at_value=function.optimal_value, **settings)
+                      stop_at_value=optimum_of(function), **settings)
         for seed in seeds:
-            result = run_ga(function, function.initial_solution(), function.num_states, ga, seed=seed, progress=False)
+            result = run_ga(CountedOracle(function, budget), initial_solution(function), function.num_states, ga,
+                            seed=seed, progress=False)
             best = float(result.best_value)
             calls_to_best = int(result.oracle_calls[int((result.scores >= best).argmax())])
             rows.append({"setting": setting, **settings, "seed": seed, "best_value": best,
@@ -46,8 +48,9 @@ def sweep_ga(function, grid: list[dict], seeds: list[int], recombine_prob: float
 def ga_traces(function, ga: GAConfig, seeds: list[int], method: str, progress: bool = True) -> pd.DataFrame:
     traces = []
     for seed in seeds:
-        result = run_ga(function, function.initial_solution(), function.num_states, ga, seed=seed, progress=progress)
-        curve = regret_curve(result.oracle_calls, result.scores, function.optimal_value, improvements_only=True)
+        result = run_ga(CountedOracle(function, ga.total_oracle_calls), initial_solution(function), function.num_states,
+                        ga, seed=seed, progress=progress)
+        curve = regret_curve(result.oracle_calls, result.scores, optimum_of(function), improvements_only=True)
         traces.append(curve.assign(seed=seed))
     return pd.concat(traces, ignore_index=True).assign(method=method)
 
@@ -62,9 +65,9 @@ def ga_baseline(cfg: dict, out_dir: Path, progress: bool = True):
     runs, ranked = sweep_ga(function, grid, cfg["sweep_seeds"], cfg["recombine_prob"], budget, progress)
     chosen = grid[int(ranked["setting"].iloc[0])]
     swept = GAConfig(recombine_prob=cfg["recombine_prob"], num_steps=None, max_oracle_calls=budget,
-                     stop_at_value=function.optimal_value, **chosen)
+                     stop_at_value=optimum_of(function), **chosen)
     paper = GAConfig(**{**cfg["paper_ga"], "num_steps": None, "max_oracle_calls": budget,
-                        "stop_at_value": function.optimal_value})
+                        "stop_at_value": optimum_of(function)})
     trace = pd.concat([ga_traces(function, paper, cfg["seeds"], "ga_paper", progress),
                        ga_traces(function, swept, cfg["seeds"], "ga_swept", progress)], ignore_index=True)
     out_dir = Path(out_dir)

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from llome.ehrlich import Ehrlich
 from llome.ga import GAConfig, run_ga
 from llome.io import write_csv
+from llome.objective import CountedOracle
 from llome.provenance import make_record, write_record
 from llome.stages.common import apply_numerics
 
@@ -28,7 +29,7 @@ def ga_difficulty(cfg: dict, out_dir: Path, progress: bool = True) -> pd.DataFra
                       recombine_prob=cfg["recombine_prob"] if cfg["recombine_prob"] is not None else rate,
                       survival_quantile=cfg["survival_quantile"], num_steps=None,
                       max_oracle_calls=cfg["max_oracle_calls"], stop_at_value=function.optimal_value)
-        result = run_ga(function, function.initial_solution(), function.num_states, ga, seed=seed, progress=False)
+        result = run_ga(CountedOracle(function, ga.total_oracle_calls), function.initial_solution(), function.num_states, ga, seed=seed, progress=False)
         solved = result.best_value >= function.optimal_value
         calls = int(result.oracle_calls[np.argmax(result.scores >= function.optimal_value)]) if solved else None
         rows.append({"name": name, "seed": seed, "solved": bool(solved), "oracle_calls_to_solve": calls,

@@ -8,6 +8,7 @@ import pandas as pd
 
 from llome.io import write_csv
 from llome.loop import run_llome, run_trace
+from llome.objective import optimum_of
 from llome.stages.common import apply_numerics, load_function, read_seed_table, seed_dir
 
 
@@ -23,7 +24,8 @@ def llome_method(cfg: dict, seed_data_dir: Path, round_zero_dir: Path, out_dir: 
                             round_zero_dir=seed_dir(round_zero_dir, seed), run_dir=run_dir, seed=seed,
                             progress=progress)
         metrics_rows.extend(flatten_round_metrics(m, seed) for m in history)
-        traces.append(run_trace(seed_table, cfg["seed_data_oracle_calls"], run_dir, cfg["rounds"]).assign(seed=seed))
+        traces.append(run_trace(seed_table, cfg["seed_data_oracle_calls"], run_dir, cfg["rounds"],
+                                optimum=optimum_of(function)).assign(seed=seed))
     rounds = pd.DataFrame(metrics_rows)
     trace = pd.concat(traces, ignore_index=True).assign(method=f"llome_{cfg['method']}")
     write_csv(Path(out_dir) / "rounds.csv", rounds)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from llome.ga import GAConfig, run_ga
 from llome.io import write_json, write_table
+from llome.objective import CountedOracle, initial_solution
 from llome.provenance import make_record, write_record
 from llome.stages.common import apply_numerics, load_function, seed_data_path
 
@@ -20,10 +21,11 @@ def seed_data(cfg: dict, out_dir: Path, progress: bool = True) -> pd.DataFrame:
     ga = GAConfig(**cfg["ga"])
     rows = []
     for seed in cfg["seeds"]:
-        result = run_ga(function, function.initial_solution(), function.num_states, ga, seed=seed, progress=progress)
+        oracle = CountedOracle(function, ga.total_oracle_calls)
+        result = run_ga(oracle, initial_solution(function), function.num_states, ga, seed=seed, progress=progress)
         table = result.unique()
         write_table(seed_data_path(out_dir, seed), table)
-        rows.append({"seed": seed, "oracle_calls": int(len(result)), "unique_sequences": int(len(table)),
+        rows.append({"seed": seed, "oracle_calls": oracle.calls, "unique_sequences": int(len(table)),
                      "feasible_fraction": float(np.isfinite(table["score"]).mean()),
                      "best_value": float(result.best_value)})
     write_json(Path(out_dir) / "summary.json", {"function": cfg["function"], "runs": rows})
