@@ -99,7 +99,11 @@ def cell_row(cell_dir: Path, meta: dict) -> dict:
     rounds = pd.read_csv(cell_dir / "rounds.csv")
     trace = pd.read_csv(cell_dir / "regret.csv")
     last = rounds[rounds["round"] == meta["rounds"]].set_index("seed")
-    seconds = rounds[[c for c in rounds.columns if c.startswith("seconds.")]].sum(axis=1)
+    if (cell_dir / "timing.csv").exists():  # runs since wall times left the hashed round metrics
+        timing = pd.read_csv(cell_dir / "timing.csv")
+        seconds = timing.drop(columns=["seed", "round"]).sum(axis=1)
+    else:
+        seconds = rounds[[c for c in rounds.columns if c.startswith("seconds.")]].sum(axis=1)
     return {
         "change": meta["change"], "machine": meta["machine"],
         "best": [float(trace.loc[trace["seed"] == s, "best_value"].max()) for s in seeds],

@@ -66,7 +66,7 @@ import torch
 
 from bench.machine import describe_machine
 from llome.config import load_profile, stage_configs, validate
-from llome.loop import run_llome
+from llome.loop import round_timing, run_llome
 from llome.stages.common import load_function, read_seed_table, seed_dir
 from llome.stages.round_zero import round_zero
 from llome.stages.seed_data import seed_data
@@ -149,7 +149,8 @@ for index in range(1, cfg["llome"]["rounds"] + 1):
     metrics = run_llome(method, function=function, seed_table=read_seed_table(work / "seed", 0),
                         round_zero_dir=seed_dir(work / "sft", 0), run_dir=run_dir, seed=0, progress=False)[-1]
     last = time.perf_counter() - t
-    generation_s, training_s = metrics["seconds"]["generation"], metrics["seconds"]["training"]
+    step_seconds = round_timing(run_dir, index)
+    generation_s, training_s = step_seconds["generation"], step_seconds["training"]
     row = {"round": index, "seconds": round(last, 2), "generation_s": round(generation_s, 2),
            "training_s": round(training_s, 2), "proposals": metrics["num_candidates"],
            "proposals_per_s": round(metrics["num_candidates"] / max(generation_s, 1e-9), 1),

@@ -45,8 +45,17 @@ def margin_reward(score, parent_score):
     return np.where(np.isnan(parent_score), np.nan, np.maximum(y - x, 0.0))
 
 
+TIMING_FILE = "timing.json"  # each step's wall time, beside a round's data but not part of it
+
+
 def round_dir(run_dir: Path, index: int) -> Path:
     return Path(run_dir) / f"round_{index:02d}"
+
+
+def round_timing(run_dir: Path, index: int) -> dict[str, float]:
+    """Seconds each step of a finished round took ({} when its timing file is gone, e.g. after `dvc checkout`)."""
+    path = round_dir(run_dir, index) / TIMING_FILE
+    return read_json(path) if path.exists() else {}
 
 
 def _generation_seeds(pairs: pd.DataFrame, pool: pd.DataFrame, num_seeds: int) -> list[tuple]:
@@ -122,11 +131,13 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
     if cfg["generation"].get("temperature_schedule", True):
         temperatures = temperature_schedule(prev_mean_distance, generation.temperatures)
 
-    seconds = read_json(work / "seconds.json") if (work / "seconds.json").exists() else {}
+    # Wall times live in their own file, which .dvcignore keeps out of the run's md5: a rerun on another
+    # machine then compares data only. A step done before an interruption keeps the time it took then.
+    seconds = read_json(work / TIMING_FILE) if (work / TIMING_FILE).exists() else {}
 
     def timed(step: str, started: float) -> None:
         seconds[step] = round(time.perf_counter() - started, 3)
-        write_json(work / "seconds.json", seconds)
+        write_json(work / TIMING_FILE, seconds)
 
     if not (work / "candidates.parquet").exists():
         started = time.perf_counter()
@@ -199,8 +210,6 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         "generation": generation_metrics(candidates),
         "labelled": labelled_metrics(labelled),
         "calibration": calibration(labelled, reward_column="reward", loglik_column="loglik"),
-        # wall time of each step (a step done before an interruption keeps the time it took then)
-        "seconds": seconds,
     }
     write_json(work / "metrics.json", metrics)
     if final.exists():  # a round directory someone emptied of its metrics; its labels may still be there
