@@ -117,6 +117,12 @@ def _parent_scores(selected: pd.DataFrame, scores: np.ndarray, pool: pd.DataFram
     return parent_scores, diagnostics.calls
 
 
+def _oracle_log_from_labels(labelled: pd.DataFrame, pool: pd.DataFrame, diagnostics: bool) -> dict:
+    """The counts `_parent_scores` made, from the saved labels: one paid call per label, one unpaid per new parent."""
+    unknown = set(labelled["parent"]) - set(pool["sequence"]) - set(labelled["sequence"])
+    return {"oracle_calls": int(len(labelled)), "diagnostic_calls": len(unknown) if diagnostics else 0}
+
+
 def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFrame, prev_model_dir: Path,
               prev_pairs: pd.DataFrame, prev_mean_distance: float | None, seed: int, progress: bool = True) -> dict:
     """One LLOME round; returns its metrics. Spends at most `selection.num_to_label` oracle calls."""
@@ -172,6 +178,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         write_json(work / "oracle.json", {"oracle_calls": oracle.calls, "diagnostic_calls": diagnostic_calls})
         timed("labelling", started)
     labelled = read_table(work / "labelled.parquet")
+    if not (work / "oracle.json").exists():  # killed between the two writes: the saved labels say what was paid
+        write_json(work / "oracle.json", _oracle_log_from_labels(labelled, pool, cfg.get("diagnostics", True)))
     oracle_log = read_json(work / "oracle.json")
 
     if not (work / "pairs.parquet").exists():

@@ -253,7 +253,7 @@ run_llome(cfg, function=ToyFunction(), seed_table=seed_table, round_zero_dir=sys
 
 
 def without_timings(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in metrics.items() if k != "seconds"} for metrics in history]
+    return [{k: v for k, v in metrics.items() if k != "seconds"} for metrics in history]  # from before timing.json
 
 
 @pytest.mark.slow
@@ -379,3 +379,18 @@ def test_round_zero_refuses_an_output_folder_that_is_not_a_result(toy_seed_table
         tiny_round_zero(toy_seed_table, out)
     assert [p.name for p in out.iterdir()] == ["my_notes.txt"]
     assert not out.with_name("seed_0.partial").exists()
+
+
+@pytest.mark.slow
+def test_a_round_killed_after_saving_its_labels_resumes_without_paying_again(project):
+    """The kill fell between the labels and the oracle log: the labels say what was paid, nothing is rebought."""
+    final = project["run"] / "round_02"
+    partial = final.with_name("round_02.partial")
+    final.rename(partial)
+    for name in ("metrics.json", "oracle.json"):
+        (partial / name).unlink()
+    f = ToyFunction()
+    history = rerun(project, f)
+    assert f.calls == 0
+    for key in ("oracle_calls", "diagnostic_oracle_calls"):
+        assert history[1][key] == project["history"][1][key], key
