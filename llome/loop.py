@@ -21,6 +21,7 @@ from llome.io import read_json, read_table, write_json, write_table
 from llome.metrics import calibration, generation_metrics, labelled_metrics, regret_curve
 from llome.jobs import as_int_array, build_training_set, train
 from llome.models import inference_dtype, load_model_and_tokenizer
+from llome.pairs import margin_reward
 from llome.provenance import claim, make_record, result_config, table_digest, tree_digest
 from llome.selection import likelihood_filter, sample_for_labelling
 from llome.text import VALID
@@ -53,13 +54,6 @@ class CountedOracle:
                 f"asked to score {len(sequences)} sequences with {self.remaining} of {self.budget} calls left")
         self.calls += len(sequences)
         return np.asarray(self.function(sequences), dtype=np.float64)
-
-
-def margin_reward(score, parent_score):
-    """max(f(y) - f(x), 0) with an infeasible score counted as 0 (PAPER.md §5)."""
-    y = np.where(np.isfinite(score), score, 0.0)
-    x = np.where(np.isfinite(parent_score), parent_score, 0.0)
-    return np.maximum(y - x, 0.0)
 
 
 def round_dir(run_dir: Path, index: int) -> Path:
