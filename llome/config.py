@@ -8,35 +8,45 @@ from __future__ import annotations
 
 import argparse
 import copy
-import re
 from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Mapping
 
-import yaml
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, ValidationError, model_validator
 
 from llome.io import write_json
+from llome.schema import (OBJECTIVES, TRAIN_CONFIGS, ConfigError, GAConfig, GenerationConfig, PositiveInt, Probability,
+                          Section, Seed, Seeds, message_of, path_of)
 
 METHODS = ("sft", "marge", "dpo")
-OBJECTIVES = ("sft", "marge", "dpo")
+__all__ = ["ConfigError", "METHODS", "OBJECTIVES", "load_params", "load_profile", "parse_params", "stage_configs",
+           "write_stage_configs"]
 
 
-class ConfigError(ValueError):
-    pass
+def parse_params(text: str, path: str | Path = "params.yaml") -> dict:
+    """params.yaml as DVC reads it: ruamel.yaml's safe loader, YAML 1.2 (dvc/utils/serialize/_yaml.py, dvc 3.67).
 
-
-class ParamsLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans (true/false only), as DVC reads params.yaml.
-
-    `dvc exp run -S` writes params.yaml back without the quotes of `mixed_precision: "no"`; YAML 1.1 (PyYAML's
-    default) would read that `no` as false.
+    Reading it any other way breaks `dvc exp run -S`: DVC writes `5e-06` back unquoted, a float in YAML 1.2 but a
+    string in PyYAML's YAML 1.1, and drops the quotes of `"no"`, a string in 1.2 but false in 1.1.
     """
+    from ruamel.yaml import YAML, YAMLError
+    from ruamel.yaml.error import MarkedYAMLError
+
+    try:
+        params = YAML(typ="safe").load(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {error.problem or error.context}") from None
+    except YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+    return params if params is not None else {}
 
 
-ParamsLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                   list("tTfF"))
+def load_params(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    return parse_params(path.read_text(), path)
 
 
 def deep_merge(base: dict, override: dict, path: str = "") -> dict:
@@ -55,105 +65,276 @@ def deep_merge(base: dict, override: dict, path: str = "") -> dict:
     return merged
 
 
-def load_profile(params: dict | str | Path = "params.yaml", profile: str | None = None) -> dict:
-    if not isinstance(params, dict):
-        path = Path(params)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist")
-        params = yaml.load(path.read_text(), Loader=ParamsLoader)
-    if not isinstance(params, dict) or "profiles" not in params:
-        raise ConfigError("params must have a 'profiles' mapping")
-    profiles = params["profiles"]
-    if "default" not in profiles:
-        raise ConfigError("params.profiles must define 'default'")
-    name = profile or params.get("profile", "default")
-    if name not in profiles:
-        raise ConfigError(f"profile '{name}' is not one of {sorted(profiles)}")
-    effective = profiles["default"] if name == "default" else deep_merge(profiles["default"], profiles[name] or {})
-    effective = copy.deepcopy(effective)
+def resolve(profiles: dict, name: str) -> dict:
+    """Profile `name` over the default profile, with its name added."""
+    if name != "default":
+        override = profiles[name] or {}
+        if not isinstance(override, dict):
+            raise ConfigError(f"profiles.{name} must be a mapping, got {override!r}")
+        effective = deep_merge(profiles["default"], override, f"profiles.{name}")
+    else:
+        effective = copy.deepcopy(profiles["default"])
     effective["profile"] = name
-    validate(effective)
     return effective
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+def load_profile(params: dict | str | Path = "params.yaml", profile: str | None = None) -> dict:
+    """The chosen profile over the default, checked whole by llome.schema: a bad value fails here, before work.
+
+    Every profile is checked, not only the chosen one, so a mistake in one the run does not use still shows.
+    """
+    source = "params" if isinstance(params, dict) else str(params)
+    if not isinstance(params, dict):
+        params = load_params(params)
+    if not isinstance(params, dict) or not isinstance(params.get("profiles"), dict):
+        raise ConfigError(f"{source} must have a 'profiles' mapping")
+    profiles = params["profiles"]
+    if not isinstance(profiles.get("default"), dict):
+        raise ConfigError(f"{source}: profiles must define 'default' as a mapping")
+    name = profile or params.get("profile", "default")
+    if name not in profiles:
+        raise ConfigError(f"profile '{name}' is not one of {sorted(profiles)}")
+    problems = []
+    for checked in [name, *sorted(set(profiles) - {name})]:
+        try:
+            problems += _located_problems(profiles, checked)
+        except ConfigError as error:  # an override naming a key the default profile lacks
+            problems.append(str(error))
+    problems = list(dict.fromkeys(problems))  # a mistake in the default shows once, not once per profile
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} problem(s) in the profiles:\n  " + "\n  ".join(problems))
+    return resolve(profiles, name)
 
 
-def _positive_int(value, where: str) -> None:
-    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-             f"{where} must be a positive integer, got {value!r}")
+def _located_problems(profiles: dict, name: str) -> list[str]:
+    """Problems of profile `name`, each under the profile that sets the value: its own override or the default."""
+    override = (profiles[name] or {}) if name != "default" else {}
+    located = []
+    for path, message in check_profile(resolve(profiles, name)):
+        owner = name if _sets(override, path) else "default"
+        located.append(f"profiles.{owner}.{path}: {message}")
+    return located
 
 
-def _probability(value, where: str, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    _require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, f"{where} must be in [0, 1], got {value!r}")
+def _sets(override: dict, path: str) -> bool:
+    node = override
+    for key in path.split("."):
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return False
+    return True
 
 
-def validate(cfg: dict) -> None:
-    """Cheap checks of the values every stage relies on, so a bad value fails before any work."""
+# --- the profile schema: every section is a model of llome.schema or built of its types ---------------------
+
+
+def _ehrlich_name(name: str) -> str:
+    from llome.ehrlich import Ehrlich
+
+    Ehrlich.from_name(name)  # a malformed name or impossible parameters raise a ValueError naming them
+    return name
+
+
+def _function_shape(name: str) -> dict[str, int]:
+    """(dim, num_states) of the function a profile optimises: an Ehrlich name, or a factory's object built once."""
     from llome.ehrlich import Ehrlich
     from llome.objective import resolve
 
-    resolve(cfg["function"])  # an Ehrlich name or `package.module:factory`; raises ValueError naming what is wrong
-    for name in cfg["test_functions"]["names"]:
-        Ehrlich.from_name(name)  # raises ValueError naming a malformed name or impossible parameters
-    seeds = cfg["seeds"]
-    _require(isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds),
-             f"seeds must be a non-empty list of integers, got {seeds!r}")
-    _require(len(set(seeds)) == len(seeds), f"seeds must be distinct, got {seeds!r}")
+    if ":" not in name:
+        _ehrlich_name(name)
+        return Ehrlich.parse_name(name)
+    objective = resolve(name)  # a factory that cannot be imported or breaks the protocol raises a ValueError
+    return {"dim": int(objective.dim), "num_states": int(objective.num_states)}
 
-    ga = cfg["seed_data"]
-    _positive_int(cfg["numerics"]["threads"], "numerics.threads")
-    _positive_int(ga["num_particles"], "seed_data.num_particles")
-    _positive_int(ga["num_steps"], "seed_data.num_steps")
-    for key in ("mutation_prob", "recombine_prob", "survival_quantile"):
-        _probability(ga[key], f"seed_data.{key}")
 
-    diff = cfg["ga_difficulty"]
-    _positive_int(diff["max_oracle_calls"], "ga_difficulty.max_oracle_calls")
-    _positive_int(diff["num_particles"], "ga_difficulty.num_particles")
-    for key in ("mutation_prob", "recombine_prob"):
-        _probability(diff[key], f"ga_difficulty.{key}", allow_none=True)
-    _probability(diff["survival_quantile"], "ga_difficulty.survival_quantile")
+FunctionName = Annotated[str, Field(strict=True)]
 
-    pairs = cfg["pairs"]
-    _require(pairs["source"] in ("round", "history"), f"pairs.source must be 'round' or 'history', got {pairs['source']!r}")
-    _probability(pairs["max_distance"], "pairs.max_distance")
-    _probability(pairs["infeasible_fraction"], "pairs.infeasible_fraction")
-    if pairs["max_pairs"] is not None:
-        _positive_int(pairs["max_pairs"], "pairs.max_pairs")
 
-    llome = cfg["llome"]
-    _positive_int(llome["rounds"], "llome.rounds")
-    gen = llome["generation"]
-    for key in ("num_seeds", "num_iterations", "num_samples", "batch_size"):
-        _positive_int(gen[key], f"llome.generation.{key}")
-    temps = gen["temperatures"]
-    _require(isinstance(temps, list) and temps and all(isinstance(t, (int, float)) and t > 0 for t in temps),
-             f"llome.generation.temperatures must be a non-empty list of positive numbers, got {temps!r}")
-    _probability(llome["selection"]["likelihood_quantile"], "llome.selection.likelihood_quantile")
-    _positive_int(llome["selection"]["num_to_label"], "llome.selection.num_to_label")
-    for method, spec in llome["methods"].items():
-        _require(method in METHODS, f"llome.methods.{method}: methods are {METHODS}")
-        _require(spec.get("objective") in OBJECTIVES,
-                 f"llome.methods.{method}.objective must be one of {OBJECTIVES}, got {spec.get('objective')!r}")
-        lr = spec["train"].get("learning_rate")
-        _require(isinstance(lr, (int, float)) and lr > 0,
-                 f"llome.methods.{method}.train.learning_rate must be positive, got {lr!r}")
+class TestFunctions(Section):
+    __test__ = False  # not a pytest class
+    names: Annotated[list[FunctionName], Field(min_length=1)]
+    seed: Seed
 
+
+class GADifficulty(Section):
+    seeds: Seeds
+    max_oracle_calls: PositiveInt
+    num_particles: Annotated[StrictInt, Field(ge=2)]
+    mutation_prob: Probability | None  # None: 1/L
+    recombine_prob: Probability | None  # None: 1/L
+    survival_quantile: Probability
+
+
+class SeedData(Section, GAConfig):
+    optional_keys: ClassVar[frozenset[str]] = frozenset({"max_oracle_calls", "stop_at_value"})
+
+
+class GPTNeoX(Section):
+    num_hidden_layers: PositiveInt
+    hidden_size: PositiveInt
+    num_attention_heads: PositiveInt
+    intermediate_size: PositiveInt
+    max_position_embeddings: PositiveInt
+
+    @model_validator(mode="after")
+    def _heads_split_the_hidden_size(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                             f"{self.num_attention_heads}")
+        return self
+
+
+class ModelSettings(Section):
+    name_or_path: Annotated[str, Field(strict=True, min_length=1)] | None
+    gpt_neox: GPTNeoX
+
+
+class Launcher(Section):
+    kind: Literal["inprocess", "subprocess", "accelerate"]
+    num_processes: PositiveInt
+    mixed_precision: Literal["no", "fp16", "bf16"]
+
+
+class Pairs(Section):
+    source: Literal["round", "history"]
+    max_distance: Probability
+    num_neighbors: PositiveInt | None  # None: every neighbour within max_distance
+    infeasible_fraction: Probability
+    max_pairs: PositiveInt | None
+
+
+class Generation(Section, GenerationConfig):
+    num_seeds: PositiveInt
+    temperature_schedule: StrictBool
+
+
+class Selection(Section):
+    likelihood_quantile: Annotated[StrictFloat, Field(ge=0, lt=1)]
+    num_to_label: PositiveInt
+
+
+class Method(Section):
+    objective: Literal["sft", "marge", "dpo"]
+    train: dict[str, Any]  # checked by the objective's TrainConfig in check_profile
+
+
+class Numerics(Section):
+    threads: PositiveInt  # part of the pin: every job runs on this many, whatever the machine has
+
+
+class Llome(Section):
+    diagnostics: StrictBool  # score unlabelled parents for figures, through a counter of their own
+    rounds: PositiveInt
+    generation: Generation
+    selection: Selection
+    methods: Annotated[dict[Literal["sft", "marge", "dpo"], Method], Field(min_length=1)]
+
+
+class GASweep(Section):
+    num_particles: Annotated[list[Annotated[StrictInt, Field(ge=2)]], Field(min_length=1)]
+    mutation_prob: Annotated[list[Probability], Field(min_length=1)]
+    survival_quantile: Annotated[list[Probability], Field(min_length=1)]
+
+
+class GABaseline(Section):
+    sweep_seeds: Seeds
+    sweep: GASweep
+    recombine_prob: Probability
+
+
+class Profile(Section):
+    optional_keys: ClassVar[frozenset[str]] = frozenset({"profile"})
+
+    profile: str | None = None  # the name load_profile adds to the resolved profile
+    function: FunctionName
+    seeds: Seeds
+    test_functions: TestFunctions
+    ga_difficulty: GADifficulty
+    seed_data: SeedData
+    model: ModelSettings
+    numerics: Numerics
+    device: Annotated[str, Field(strict=True)]
+    launcher: Launcher
+    pairs: Pairs
+    sft: dict[str, Any]  # checked by SFTTrainConfig in check_profile
+    llome: Llome
+    ga_baseline: GABaseline
+
+
+def check_profile(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every problem of a resolved profile, as (key path, message); empty when it can run."""
+    try:
+        profile = Profile.model_validate(cfg)
+    except ValidationError as error:
+        return [(path_of(e["loc"]), message_of(e)) for e in error.errors()]
+
+    problems: list[tuple[str, str]] = []
+    function = None
+    try:
+        function = _function_shape(profile.function)
+    except ValueError as error:
+        problems.append(("function", str(error)))
+    for i, name in enumerate(profile.test_functions.names):
+        try:
+            _ehrlich_name(name)
+        except ValueError as error:
+            problems.append((f"test_functions.names.{i}", str(error)))
+    if len(set(profile.seeds)) != len(profile.seeds):
+        problems.append(("seeds", f"must be distinct, got {profile.seeds}"))
+    problems += _runtime_problems(cfg)
+    if problems:
+        return problems  # the checks below read the function and the launcher
+
+    trainings = [("sft", "sft", profile.sft)] + [
+        (f"llome.methods.{name}.train", method.objective, method.train) for name, method in profile.llome.methods.items()]
+    for where, objective, settings in trainings:
+        try:
+            # The launcher gives every training job the instance's alphabet size (llome.launch.job_train_config).
+            TRAIN_CONFIGS[objective].model_validate({"num_states": function["num_states"], **settings})
+        except ValidationError as error:
+            problems += [(path_of((where, *e["loc"])), message_of(e)) for e in error.errors()]
+
+    generation = profile.llome.generation
+    per_round = profile.llome.generation.num_seeds * generation.candidates_per_seed
+    if per_round < profile.llome.selection.num_to_label:
+        problems.append(("llome.selection.num_to_label",
+                         f"a round labels at most the {per_round} candidates it generates (num_seeds x num_iterations "
+                         f"x (greedy + temperatures x num_samples)), got {profile.llome.selection.num_to_label}"))
+    if profile.model.name_or_path is None:
+        problems += _context_problems(profile.model.gpt_neox, function["dim"], function["num_states"])
+    return problems
+
+
+def _runtime_problems(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
     from llome.runtime import check_device, check_launcher
 
+    problems = []
     try:
         check_device(cfg["device"])
-        check_launcher(launcher_config(cfg))
     except ValueError as error:
-        raise ConfigError(str(error)) from None
-    sweep = cfg["ga_baseline"]["sweep"]
-    for key, values in sweep.items():
-        _require(isinstance(values, list) and values, f"ga_baseline.sweep.{key} must be a non-empty list")
+        problems.append(("device", str(error)))
+    try:
+        check_launcher({**cfg["launcher"], "device": cfg["device"]})
+    except ValueError as error:
+        problems.append(("launcher", str(error)))
+    return problems
+
+
+def _context_problems(gpt_neox: GPTNeoX, dim: int, num_states: int) -> list[tuple[str, str]]:
+    """A from-scratch model must hold the function's longest prompt and completion in its positions."""
+    from llome.tokenizer import build_tokenizer, example_lengths
+    from llome.text import format_completion, format_prompt
+
+    widest = [num_states - 1] * dim  # the most characters a sequence can take, for tokenizers that split digits
+    (length,) = example_lengths(build_tokenizer(num_states), [format_prompt(widest)], [format_completion(widest)])
+    if length > gpt_neox.max_position_embeddings:
+        return [("model.gpt_neox.max_position_embeddings",
+                 f"a prompt and completion of length L={dim} take {length} tokens, more than "
+                 f"max_position_embeddings={gpt_neox.max_position_embeddings}")]
+    return []
 
 
 def seed_data_oracle_calls(cfg: dict) -> int:
@@ -219,7 +400,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="data/params")
     parser.add_argument("--profile", default=None, help="override params.yaml's `profile`")
     args = parser.parse_args(argv)
-    stages = write_stage_configs(args.params, args.out, args.profile)
+    try:
+        stages = write_stage_configs(args.params, args.out, args.profile)
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
     print(f"wrote {len(stages)} stage configs to {args.out}")
 
 

@@ -29,43 +29,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from llome.schema import GAConfig  # the GA's settings, checked by the profile schema
+
 # Takes an (n, L) int64 array of sequences, returns n scores (higher is better, -inf = infeasible).
 Oracle = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class GAConfig:
-    num_particles: int = 1000
-    mutation_prob: float = 0.005
-    recombine_prob: float = 0.0882
-    survival_quantile: float = 0.1
-    # The run stops at whichever binds first; at least one must be set.
-    num_steps: int | None = 10
-    max_oracle_calls: int | None = None
-    # Stop after the step in which some particle scores at least this much (e.g. 1.0, the optimum).
-    stop_at_value: float | None = None
-
-    def __post_init__(self):
-        _require_int("GAConfig.num_particles", self.num_particles, minimum=2)
-        for name in ("mutation_prob", "recombine_prob", "survival_quantile"):
-            value = getattr(self, name)
-            if not _is_real(value) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"GAConfig.{name} must be a number in [0, 1], got {value!r}")
-        if self.num_steps is not None:
-            _require_int("GAConfig.num_steps", self.num_steps, minimum=1)
-        if self.max_oracle_calls is not None:
-            _require_int("GAConfig.max_oracle_calls", self.max_oracle_calls, minimum=1)
-        if self.num_steps is None and self.max_oracle_calls is None:
-            raise ValueError("GAConfig needs num_steps or max_oracle_calls (or both) to know when to stop")
-        if self.stop_at_value is not None and not (_is_real(self.stop_at_value) and math.isfinite(self.stop_at_value)):
-            raise ValueError(f"GAConfig.stop_at_value must be a finite number or None, got {self.stop_at_value!r}")
-
-    @property
-    def total_oracle_calls(self) -> int:
-        """Oracle calls the run makes unless stop_at_value ends it earlier."""
-        by_steps = self.num_steps * self.num_particles if self.num_steps is not None else math.inf
-        by_budget = self.max_oracle_calls if self.max_oracle_calls is not None else math.inf
-        return int(min(by_steps, by_budget))
 
 
 @dataclass
@@ -282,10 +249,6 @@ def _compact_dtype(num_states: int) -> np.dtype:
         if num_states - 1 <= np.iinfo(dtype).max:
             return np.dtype(dtype)
     return np.dtype(np.int64)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def _require_int(name: str, value, minimum: int) -> None:

@@ -31,46 +31,12 @@ import torch
 from tqdm import tqdm
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from llome.schema import GenerationConfig  # decoding settings, checked by the profile schema
 from llome.text import COMPLETION_END, SEPARATOR, VALID, format_completion, format_prompt, parse_completion
 
 GREEDY = 0.0  # the temperature recorded for greedy decoding
 COLUMNS = ["trajectory", "seed_index", "iteration", "temperature", "parent", "text", "sequence", "status", "loglik",
            "distance"]
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    num_iterations: int = 3
-    greedy: bool = True
-    temperatures: tuple[float, ...] = (0.6, 0.8, 1.0, 1.2, 1.4, 1.6)
-    num_samples: int = 4  # trajectories per seed and temperature (candidates, when the trajectory is shared)
-    # Rows decoded at once. It bounds memory (the KV cache of a 4x64 GPT-NeoX holds ~0.3 MB a row at L=32); larger is
-    # faster (bench/bench_generate.py, 2 cores: about +10% from 256 to 1024 rows, +2% more to 4096).
-    batch_size: int = 1024
-    shared_trajectory: bool = False  # False: every decoding mode is its own trajectory (the paper)
-    # True: a candidate equal to its own input is never chosen as the next input. The authors' rule (False) lets a
-    # trajectory that copies stay on its input; at the default's temperatures about 2% of proposals are copies, and
-    # skipping them changed nothing measurable (docs/ablation.md).
-    skip_copies: bool = False
-
-    def __post_init__(self):
-        object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
-        for name in ("num_iterations", "num_samples", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GenerationConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("greedy", "shared_trajectory", "skip_copies"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"GenerationConfig.{name} must be true or false, got {getattr(self, name)!r}")
-        if any(t <= 0 for t in self.temperatures):
-            raise ValueError(f"GenerationConfig.temperatures must be positive, got {self.temperatures}")
-        if not self.greedy and not self.temperatures:
-            raise ValueError("GenerationConfig needs greedy decoding or at least one temperature")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GenerationConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def temperature_schedule(mean_distance: float | None, base=(0.6, 0.8, 1.0, 1.2, 1.4, 1.6)) -> tuple[float, ...]:

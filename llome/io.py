@@ -86,7 +86,11 @@ def read_json(path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run the stage that writes it first")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        # Same type, so callers that catch it still do; the message names the file, which json's does not.
+        raise json.JSONDecodeError(f"{path} is not valid JSON: {error.msg}", error.doc, error.pos) from None
 
 
 def write_table(path, table: pd.DataFrame) -> None:

@@ -71,7 +71,7 @@ def run_job(job_dir: Path) -> Path:
 
     from llome.models import (build_model_and_tokenizer, load_model_and_tokenizer, resolve_device,
                               save_model_and_tokenizer)
-    from llome.train import CHECKPOINTS_FILE, TRAIN_LOG_FILE, placement, train_dpo, train_marge, train_sft
+    from llome.train import CHECKPOINTS_FILE, OBJECTIVES, TRAIN_LOG_FILE, placement, train
 
     job_dir = Path(job_dir)
     job = read_json(job_dir / "job.json")
@@ -95,14 +95,10 @@ def run_job(job_dir: Path) -> Path:
     checkpoints = job_dir / "checkpoints"
     objective = job["objective"]
     train_cfg = job_train_config(job)
-    if objective == "sft":
-        model = train_sft(model, tokenizer, table, train_cfg, checkpoints)
-    elif objective in ("marge", "dpo"):
-        reference, _ = load_model_and_tokenizer(job["model_dir"])
-        trainer = train_marge if objective == "marge" else train_dpo
-        model = trainer(model, reference, tokenizer, table, train_cfg, checkpoints)
-    else:
+    if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r} in {job_dir / 'job.json'}")
+    reference = load_model_and_tokenizer(job["model_dir"])[0] if OBJECTIVES[objective].reference else None
+    model = train(objective, model, tokenizer, table, train_cfg, checkpoints, ref_model=reference)
     if _is_main_process():
         save_model_and_tokenizer(model, tokenizer, job_dir / "model")
         for name in (TRAIN_LOG_FILE, CHECKPOINTS_FILE):  # the run's records travel with its model

@@ -23,26 +23,14 @@ from llome.io import read_json, read_table, write_json, write_table
 from llome.metrics import calibration, generation_metrics, labelled_metrics, regret_curve
 from llome.jobs import as_int_array, build_training_set, train
 from llome.models import inference_dtype, load_model_and_tokenizer
-# Re-exported: the counters moved to llome.objective so that the GA stages can use them without torch.
-from llome.objective import CountedOracle, DiagnosticOracle, OracleBudgetExceeded  # noqa: F401
+from llome.objective import CountedOracle, DiagnosticOracle, OracleBudgetExceeded  # noqa: F401  (re-exported)
+from llome.pairs import margin_reward
 from llome.provenance import (CorruptResultError, check_model, check_readable, claim, file_digest, make_record,
                               model_digest, move_aside, result_config, table_digest)
 from llome.selection import likelihood_filter, sample_for_labelling
 from llome.text import VALID
 
 log = logging.getLogger(__name__)
-
-
-def margin_reward(score, parent_score):
-    """max(f(y) - f(x), 0) with an infeasible score counted as 0 (PAPER.md §5); NaN where f(x) is unknown.
-
-    An unknown parent score (NaN: diagnostics off and the parent never labelled) is not an infeasible one,
-    so it gives no reward rather than a made-up one.
-    """
-    score, parent_score = np.asarray(score, dtype=np.float64), np.asarray(parent_score, dtype=np.float64)
-    y = np.where(np.isfinite(score), score, 0.0)
-    x = np.where(np.isfinite(parent_score), parent_score, 0.0)
-    return np.where(np.isnan(parent_score), np.nan, np.maximum(y - x, 0.0))
 
 
 TIMING_FILE = "timing.json"  # each step's wall time, beside a round's data but not part of it

@@ -35,6 +35,8 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 from trl.trainer.utils import disable_dropout_in_model, selective_log_softmax
 
+from llome.schema import MargETrainConfig, check_marge_estimator
+
 logger = logging.getLogger(__name__)
 
 # The authors' MargE settings (PAPER.md section 5): MargEConfig's defaults, and marge_loss's. Nowhere else.
@@ -57,7 +59,6 @@ def effective_sample_size(weights: torch.Tensor) -> torch.Tensor:
     return weights.sum() ** 2 / (weights**2).sum()
 
 
-REWARD_REDUCTIONS = ("sum", "mean")
 
 
 def marge_terms(
@@ -75,7 +76,7 @@ def marge_terms(
     likelihood estimate: mean_i l_i. Arguments are 1-D tensors over the batch; the log-probs are summed ones.
     """
     _check_batch(policy_logps=policy_logps, ref_logps=ref_logps, completion_lengths=completion_lengths, rewards=rewards)
-    _check_reduction(self_normalize, reward_reduction)
+    check_marge_estimator(self_normalize, reward_reduction)
     weights = importance_weights(policy_logps, ref_logps, self_normalize)
     mean_logps = policy_logps / completion_lengths
     weighted = weights * (mean_logps - rewards)
@@ -178,17 +179,10 @@ class MargEConfig(TrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
 
     def __post_init__(self):
-        for name in ("alpha", "beta"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"MargEConfig.{name} must be a finite number >= 0, got {value!r}")
-        _check_reduction(self.self_normalize, self.reward_reduction)
-        if self.self_normalize and self.per_device_train_batch_size < 2:
-            raise ValueError(
-                f"per_device_train_batch_size={self.per_device_train_batch_size} with self_normalize=True: "
-                "self-normalised weights over a batch of 1 are exactly 1, so the reward would have no gradient. "
-                "Use a per-device batch of at least 2."
-            )
+        # MargE's rules live in the schema, so this config and a profile's MargE settings meet the same ones.
+        MargETrainConfig(alpha=self.alpha, beta=self.beta, self_normalize=self.self_normalize,
+                         reward_reduction=self.reward_reduction,
+                         per_device_train_batch_size=self.per_device_train_batch_size)
         super().__post_init__()
 
 
@@ -326,13 +320,3 @@ def _check_batch(**tensors: torch.Tensor) -> None:
         sizes.add(tensor.shape[0])
     if len(sizes) != 1 or 0 in sizes:
         raise ValueError(f"marge_loss needs non-empty tensors of one batch size, got sizes {sorted(sizes)}")
-
-
-def _check_reduction(self_normalize: bool, reward_reduction: str) -> None:
-    if reward_reduction not in REWARD_REDUCTIONS:
-        raise ValueError(f"reward_reduction must be one of {REWARD_REDUCTIONS}, got {reward_reduction!r}")
-    if reward_reduction == "mean" and not self_normalize:
-        raise ValueError(
-            "reward_reduction='mean' only changes the self-normalised estimator; with self_normalize=False the "
-            "reward term is mean_i w_i (l_i - r_i) either way"
-        )

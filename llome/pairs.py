@@ -84,6 +84,19 @@ def max_mismatches(max_distance: float, length: int) -> int:
     return int(math.floor(max_distance * length + 1e-9))
 
 
+def margin_reward(score, parent_score) -> np.ndarray:
+    """MargE's reward for improving x (parent_score) into y (score): max(f(y) - f(x), 0), an infeasible score
+    counted as 0 (PAPER.md §5). The one definition: pairs and a round's labels both use it.
+
+    An unknown parent score (NaN: diagnostics off and the parent never labelled) is not an infeasible one,
+    so it gives no reward (NaN) rather than a made-up one.
+    """
+    score, parent_score = np.asarray(score, dtype=np.float64), np.asarray(parent_score, dtype=np.float64)
+    y = np.where(np.isfinite(score), score, 0.0)
+    x = np.where(np.isfinite(parent_score), parent_score, 0.0)
+    return np.where(np.isnan(parent_score), np.nan, np.maximum(y - x, 0.0))
+
+
 def check_fraction(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
@@ -207,7 +220,6 @@ def make_pairs(
     )
     if len(worse) == 0:
         return _empty_frame(PAIR_COLUMNS)
-    feasible_value = np.where(np.isneginf(values), 0.0, values)
     sequence = as_tuples(pool)
     return pd.DataFrame(
         {
@@ -215,7 +227,7 @@ def make_pairs(
             "y": [sequence[i] for i in better],
             "x_score": values[worse],
             "y_score": values[better],
-            "reward": np.maximum(feasible_value[better] - feasible_value[worse], 0.0),
+            "reward": margin_reward(values[better], values[worse]),
             "distance": mismatches / length,
         }
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from numbers import Integral
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from llome.text import IMPROVE_TAG, SEPARATOR
 
@@ -45,3 +45,11 @@ def build_tokenizer(num_states: int) -> PreTrainedTokenizerFast:
         # The default clean-up rewrites spaces around punctuation, which would break the round trip.
         clean_up_tokenization_spaces=False,
     )
+
+
+def example_lengths(tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str]) -> list[int]:
+    """Tokens each prompt + completion example takes in training: the prompt as the tokenizer encodes it (with its
+    special tokens), the completion without, and the eos the trainers append."""
+    prompt_ids = tokenizer(prompts)["input_ids"]
+    completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+    return [len(p) + len(c) + 1 for p, c in zip(prompt_ids, completion_ids, strict=True)]

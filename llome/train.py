@@ -1,9 +1,11 @@
 """Training the proposal model on pairs: SFT and DPO through TRL, MargE through llome.marge (PAPER.md section 5).
 
-Each `train_*` function takes the model, the tokenizer, a DataFrame of pairs or triples, a config and an output
-directory, and returns the trained model. The config is a `TrainConfig` or a dict of its fields; a dict may also
-carry any field of the trainer's own config class (DPOConfig's `beta`, MargEConfig's `alpha`, `beta`,
-`self_normalize`, or any TrainingArguments field), which is checked against that class.
+`train(objective, model, tokenizer, table, cfg, output_dir, ref_model)` takes the model, the tokenizer, a DataFrame
+of pairs or triples, a config and an output directory, and returns the trained model; `OBJECTIVES` says what sets
+sft, dpo and marge apart (dataset columns, trainer, its config class), and `train_sft`, `train_dpo` and
+`train_marge` are its per-objective names. The config is the objective's TrainConfig (llome.schema) or a dict of
+its fields (DPO's `beta`, MargE's `alpha`, `beta`, ... among them, checked there); a dict may also carry any other
+field of the trainer's own config class (any TrainingArguments field), which is checked against that class.
 
 Held-out pairs and checkpoint choice (PAPER.md section 4, step 4): `eval_fraction` of the rows (at least one; 0
 turns it off) is held out and evaluated `num_evals` times, evenly over the run. With `select_checkpoint`, the
@@ -40,88 +42,15 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from llome.checkpoints import CheckpointSelector, EvenEvaluations
 from llome.marge import MargEConfig, MargETrainer
+from llome.schema import TrainConfig, train_config
 from llome.text import format_completion, format_prompt
+from llome.tokenizer import example_lengths
 
 logger = logging.getLogger(__name__)
 
 DPO_DEFAULTS: dict[str, Any] = {"beta": 0.4}  # the authors' value; MargE's are MargEConfig's own
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings shared by the three trainers; `extra` holds trainer-specific ones (see the module docstring).
-
-    bf16 and activation (gradient) checkpointing default off: TRL turns both on, and on a CPU they make training
-    7-10x slower (bench/bench_train.py). A job run through llome.launch gets its device and precision from the
-    launcher instead (see `placement`).
-    """
-
-    learning_rate: float | None = None  # None: the trainer config's own (MargEConfig's is the authors' MargE rate)
-    num_train_epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides num_train_epochs
-    per_device_train_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    weight_decay: float = 0.0
-    warmup_steps: float = 0.0  # a fraction of the training steps when < 1
-    lr_scheduler_type: str = "linear"
-    max_grad_norm: float = 1.0
-    logging_steps: float = 10
-    save_steps: float = 500
-    save_total_limit: int | None = 2
-    seed: int = 0
-    bf16: bool = False
-    activation_checkpointing: bool = False  # the current name of gradient_checkpointing
-    disable_tqdm: bool = False
-    dataloader_num_workers: int = 0
-    # Held-out evaluation and checkpoint choice (see the module docstring); not TrainingArguments settings.
-    eval_fraction: float = 0.05  # the authors' 5%; 0 holds nothing out and never evaluates
-    num_evals: int = 10
-    select_checkpoint: bool = False  # llome.launch turns it on for rounds >= 1
-    max_eval_prompts: int = 64  # held-out prompts decoded per evaluation for the gates
-    num_states: int | None = None  # alphabet size, for the gates' range check; needed by select_checkpoint
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        fraction = self.eval_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
-            raise ValueError(f"eval_fraction must be a number in [0, 1), got {fraction!r}")
-        for name in ("num_evals", "max_eval_prompts"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.num_states is not None and (
-            isinstance(self.num_states, bool) or not isinstance(self.num_states, int) or self.num_states < 1
-        ):
-            raise ValueError(f"num_states must be a positive integer or None, got {self.num_states!r}")
-        if not isinstance(self.select_checkpoint, bool):
-            raise ValueError(f"select_checkpoint must be true or false, got {self.select_checkpoint!r}")
-        if self.select_checkpoint and fraction == 0:
-            raise ValueError("select_checkpoint needs held-out pairs to evaluate: eval_fraction must be > 0")
-        if self.select_checkpoint and self.num_states is None:
-            raise ValueError("select_checkpoint needs num_states, the alphabet size, to check generations' range")
-
-    @classmethod
-    def from_mapping(cls, settings: Mapping[str, Any] | TrainConfig | None) -> TrainConfig:
-        """A TrainConfig from a dict: known keys become fields, the others go to `extra`."""
-        if settings is None:
-            return cls()
-        if isinstance(settings, TrainConfig):
-            return settings
-        if not isinstance(settings, Mapping):
-            raise ValueError(f"training config must be a TrainConfig or a dict, got {type(settings).__name__}")
-        settings = dict(settings)
-        if "gradient_checkpointing" in settings:  # the old name, still TRL's documented one
-            if "activation_checkpointing" in settings:
-                raise ValueError("set activation_checkpointing or gradient_checkpointing, not both")
-            settings["activation_checkpointing"] = settings.pop("gradient_checkpointing")
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {key: value for key, value in settings.items() if key in names}
-        extra = {**settings.get("extra", {}), **{k: v for k, v in settings.items() if k not in names | {"extra"}}}
-        return cls(**known, extra=extra)
-
-
-# TrainConfig fields that shape the run around the Trainer, not the Trainer itself.
-_RUN_FIELDS = frozenset({"extra", "eval_fraction", "num_evals", "select_checkpoint", "max_eval_prompts", "num_states"})
 TRAIN_LOG_FILE = "train_log.csv"
 CHECKPOINTS_FILE = "checkpoints.csv"
 
@@ -131,16 +60,15 @@ def training_args(
     cfg: Mapping[str, Any] | TrainConfig | None,
     output_dir: str | os.PathLike,
     defaults: Mapping[str, Any] | None = None,
+    objective: str | None = None,
     **fixed: Any,
 ) -> TrainingArguments:
-    """`config_class` built from `cfg` over `defaults`, with `fixed` settings the trainer needs."""
-    config = TrainConfig.from_mapping(cfg)
-    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _RUN_FIELDS}
-    if settings["learning_rate"] is None:
-        del settings["learning_rate"]  # the trainer config's default applies
+    """`config_class` built from `cfg` (checked as `objective`'s TrainConfig) over `defaults`, with `fixed` settings
+    the trainer needs."""
+    config = train_config(objective, cfg)
     # Evaluation only needs the loss (not the logits gathered over the held-out set), in batches as in training.
     evaluation = {"per_device_eval_batch_size": config.per_device_train_batch_size, "prediction_loss_only": True}
-    settings = {**evaluation, **(defaults or {}), **settings, **config.extra}
+    settings = {**evaluation, **(defaults or {}), **config.trainer_settings()}
     accepted = {f.name for f in dataclasses.fields(config_class) if f.init}
     unknown = sorted(set(settings) - accepted)
     if unknown:
@@ -179,100 +107,148 @@ def placement(device: str | None = "auto", mixed_precision: str | None = "no") -
             "bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What sets one training objective apart; everything else is the same path (`train`)."""
+
+    texts: Mapping[str, tuple[str, Callable]]  # dataset column -> (table column, its formatter)
+    examples: tuple[tuple[str, str], ...]  # the (prompt, completion) dataset columns the model reads
+    reference: bool  # trains against a frozen reference model (the previous round's)
+    config_class: type[TrainingArguments]
+    trainer_class: type
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # over the config class's own defaults
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # what the trainer needs, whatever the config says
+    reward: bool = False  # the table's `reward` column goes into the dataset
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(column for column, _ in self.texts.values()) + (("reward",) if self.reward else ())
+
+
+_PROMPT = ("x", format_prompt)
+OBJECTIVES: dict[str, Objective] = {
+    # TRL's prompt–completion format: improve x (prompt) into y (completion); the loss covers the completion only.
+    "sft": Objective(texts={"prompt": _PROMPT, "completion": ("y", format_completion)},
+                     examples=(("prompt", "completion"),), reference=False, config_class=SFTConfig,
+                     trainer_class=SFTTrainer, fixed={"max_length": None, "completion_only_loss": True}),
+    # TRL's preference format: y_w (chosen) is preferred over y_l (rejected) as an improvement of x.
+    "dpo": Objective(texts={"prompt": _PROMPT, "chosen": ("y_w", format_completion),
+                            "rejected": ("y_l", format_completion)},
+                     examples=(("prompt", "chosen"), ("prompt", "rejected")), reference=True, config_class=DPOConfig,
+                     trainer_class=DPOTrainer, defaults=DPO_DEFAULTS,
+                     fixed={"max_length": None, "loss_type": ["sigmoid"]}),
+    # Prompt–completion pairs with their reward, the score margin (llome.pairs.margin_reward, PAPER.md section 5).
+    "marge": Objective(texts={"prompt": _PROMPT, "completion": ("y", format_completion)},
+                       examples=(("prompt", "completion"),), reference=True, config_class=MargEConfig,
+                       trainer_class=MargETrainer, reward=True),
+}
+
+
+def objective_dataset(objective: str, table: pd.DataFrame) -> datasets.Dataset:
+    """The objective's dataset of a table of pairs (sft, marge: x, y; marge also reward) or triples (dpo: x, y_w,
+    y_l)."""
+    spec = _objective(objective)
+    name = "triples" if objective == "dpo" else "pairs"
+    _check_frame(table, spec.columns, name)
+    columns = {column: _formatted(table, source, formatter, name) for column, (source, formatter) in spec.texts.items()}
+    if spec.reward:
+        rewards = pd.to_numeric(table["reward"], errors="coerce").astype(float)
+        bad = [str(index) for index, reward in rewards.items() if not pd.notna(reward) or abs(reward) == float("inf")]
+        if bad:
+            raise ValueError(f"{name} have missing or non-finite 'reward' in rows {bad[:10]}")
+        columns["reward"] = rewards.tolist()
+    return datasets.Dataset.from_dict(columns)
+
+
 def sft_dataset(pairs: pd.DataFrame) -> datasets.Dataset:
-    """TRL's prompt–completion format: improve x (prompt) into y (completion)."""
-    _check_frame(pairs, ("x", "y"), "pairs")
-    return datasets.Dataset.from_dict(
-        {
-            "prompt": _formatted(pairs, "x", format_prompt, "pairs"),
-            "completion": _formatted(pairs, "y", format_completion, "pairs"),
-        }
-    )
+    return objective_dataset("sft", pairs)
 
 
 def dpo_dataset(triples: pd.DataFrame) -> datasets.Dataset:
-    """TRL's preference format: y_w (chosen) is preferred over y_l (rejected) as an improvement of x."""
-    _check_frame(triples, ("x", "y_w", "y_l"), "triples")
-    return datasets.Dataset.from_dict(
-        {
-            "prompt": _formatted(triples, "x", format_prompt, "triples"),
-            "chosen": _formatted(triples, "y_w", format_completion, "triples"),
-            "rejected": _formatted(triples, "y_l", format_completion, "triples"),
-        }
-    )
+    return objective_dataset("dpo", triples)
 
 
 def marge_dataset(pairs: pd.DataFrame) -> datasets.Dataset:
-    """Prompt–completion pairs with their reward (the score margin, see PAPER.md section 5)."""
-    _check_frame(pairs, ("x", "y", "reward"), "pairs")
-    rewards = pd.to_numeric(pairs["reward"], errors="coerce").astype(float)
-    bad = [str(index) for index, reward in rewards.items() if not pd.notna(reward) or abs(reward) == float("inf")]
-    if bad:
-        raise ValueError(f"pairs have missing or non-finite 'reward' in rows {bad[:10]}")
-    return datasets.Dataset.from_dict(
-        {
-            "prompt": _formatted(pairs, "x", format_prompt, "pairs"),
-            "completion": _formatted(pairs, "y", format_completion, "pairs"),
-            "reward": rewards.tolist(),
-        }
-    )
+    return objective_dataset("marge", pairs)
 
 
-def train_sft(
+def train(
+    objective: str,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    pairs: pd.DataFrame,
+    table: pd.DataFrame,
     cfg: Mapping[str, Any] | TrainConfig | None,
     output_dir: str | os.PathLike,
+    ref_model: PreTrainedModel | None = None,
     callbacks: list[TrainerCallback] | None = None,
 ) -> PreTrainedModel:
-    """Supervised fine-tuning on (x -> y) pairs; the loss covers completion tokens (and eos) only."""
-    _check_frame(pairs, ("x", "y"), "pairs")
-    training, held_out, watchers, selector = _evaluation_plan(pairs, cfg, tokenizer)
-    with _quiet(cfg), _unpatched_after([model]):
-        trainer = sft_trainer(model, tokenizer, training, cfg, output_dir, [*(callbacks or []), *watchers], held_out)
-        return _run(trainer, output_dir, selector)
+    """Train `model` on `table` with `objective` (sft, dpo or marge); see the module docstring.
 
-
-def train_dpo(
-    model: PreTrainedModel,
-    ref_model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    triples: pd.DataFrame,
-    cfg: Mapping[str, Any] | TrainConfig | None,
-    output_dir: str | os.PathLike,
-    callbacks: list[TrainerCallback] | None = None,
-) -> PreTrainedModel:
-    """Sigmoid DPO on (x, y_w, y_l) triples against the frozen `ref_model` (the previous round's model).
-
-    Its eval loss, for checkpoint choice, is the DPO loss on the held-out triples.
+    DPO and MargE train against the frozen `ref_model` (the previous round's model); DPO's eval loss, for
+    checkpoint choice, is the DPO loss on the held-out triples.
     """
-    _check_frame(triples, ("x", "y_w", "y_l"), "triples")
-    training, held_out, watchers, selector = _evaluation_plan(triples, cfg, tokenizer)
-    with _quiet(cfg), _unpatched_after([model, ref_model]):
-        trainer = dpo_trainer(
-            model, ref_model, tokenizer, training, cfg, output_dir, [*(callbacks or []), *watchers], held_out
-        )
+    spec = _objective(objective)
+    config = train_config(objective, cfg)
+    _check_frame(table, spec.columns, "triples" if objective == "dpo" else "pairs")
+    training, held_out, watchers, selector = _evaluation_plan(table, config, tokenizer)
+    with _quiet(config), _unpatched_after([model, ref_model]):
+        trainer = build_trainer(objective, model, tokenizer, training, config, output_dir,
+                                ref_model=ref_model, callbacks=[*(callbacks or []), *watchers], eval_table=held_out)
         return _run(trainer, output_dir, selector)
 
 
-def train_marge(
-    model: PreTrainedModel,
-    ref_model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    pairs: pd.DataFrame,
-    cfg: Mapping[str, Any] | TrainConfig | None,
-    output_dir: str | os.PathLike,
-    callbacks: list[TrainerCallback] | None = None,
-) -> PreTrainedModel:
-    """MargE on (x, y, reward) pairs against the frozen `ref_model` (the previous round's model)."""
-    _check_frame(pairs, ("x", "y", "reward"), "pairs")
-    training, held_out, watchers, selector = _evaluation_plan(pairs, cfg, tokenizer)
-    with _quiet(cfg), _unpatched_after([model, ref_model]):
-        trainer = marge_trainer(
-            model, ref_model, tokenizer, training, cfg, output_dir, [*(callbacks or []), *watchers], held_out
-        )
-        return _run(trainer, output_dir, selector)
+def build_trainer(objective, model, tokenizer, table, cfg, output_dir, ref_model=None, callbacks=None,
+                  eval_table=None):
+    """The objective's trainer, for inspection. Unlike `train`, it leaves TRL's forward patch on the models (see
+    _unpatched_after). `eval_table`, when given, is the held-out part, evaluated when a callback asks."""
+    spec = _objective(objective)
+    if spec.reference and (ref_model is None or ref_model is model):
+        # DPOTrainer(ref_model=None) would reload the reference from model.name_or_path, which a model built from
+        # scratch and never saved does not have.
+        raise ValueError(f"{objective} needs a separate reference model (the previous round's model)")
+    dataset = objective_dataset(objective, table)
+    eval_dataset = None if eval_table is None else objective_dataset(objective, eval_table)
+    both = dataset if eval_dataset is None else datasets.concatenate_datasets([dataset, eval_dataset])
+    prompts, completions = [], []
+    for prompt, completion in spec.examples:
+        prompts += list(both[prompt])
+        completions += list(both[completion])
+    _check_fits(model, tokenizer, prompts, completions)
+    args = training_args(spec.config_class, cfg, output_dir, defaults=spec.defaults, objective=objective, **spec.fixed)
+    references = {}
+    if spec.reference:
+        ref_model.requires_grad_(False)
+        references["ref_model"] = ref_model.eval()
+    return spec.trainer_class(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+                              processing_class=tokenizer, callbacks=callbacks, **references)
+
+
+def _objective(objective: str) -> Objective:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {objective!r}")
+    return OBJECTIVES[objective]
+
+
+# The per-objective names the notebooks, benches and tests call; each is `train` or `build_trainer` of its objective.
+
+
+def train_sft(model, tokenizer, pairs, cfg, output_dir, callbacks=None) -> PreTrainedModel:
+    """Supervised fine-tuning on (x -> y) pairs; the loss covers completion tokens (and eos) only."""
+    return train("sft", model, tokenizer, pairs, cfg, output_dir, callbacks=callbacks)
+
+
+def train_dpo(model, ref_model, tokenizer, triples, cfg, output_dir, callbacks=None) -> PreTrainedModel:
+    """Sigmoid DPO on (x, y_w, y_l) triples against the frozen `ref_model`."""
+    return train("dpo", model, tokenizer, triples, cfg, output_dir, ref_model=ref_model, callbacks=callbacks)
+
+
+def train_marge(model, ref_model, tokenizer, pairs, cfg, output_dir, callbacks=None) -> PreTrainedModel:
+    """MargE on (x, y, reward) pairs against the frozen `ref_model`."""
+    return train("marge", model, tokenizer, pairs, cfg, output_dir, ref_model=ref_model, callbacks=callbacks)
+
+
+def sft_trainer(model, tokenizer, pairs, cfg, output_dir, callbacks=None, eval_table=None) -> SFTTrainer:
+    return build_trainer("sft", model, tokenizer, pairs, cfg, output_dir, callbacks=callbacks, eval_table=eval_table)
 
 
 def split_held_out(table: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -289,9 +265,8 @@ def split_held_out(table: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.
     return table[~held], table[held]
 
 
-def _evaluation_plan(table: pd.DataFrame, cfg, tokenizer):
+def _evaluation_plan(table: pd.DataFrame, config: TrainConfig, tokenizer):
     """The rows to train on, the held-out rows (or None), and the callbacks that evaluate and choose."""
-    config = TrainConfig.from_mapping(cfg)
     training, held_out = split_held_out(table, config.eval_fraction, config.seed)
     if held_out.empty:
         if config.select_checkpoint:
@@ -310,65 +285,6 @@ def _evaluation_plan(table: pd.DataFrame, cfg, tokenizer):
                                       tokenizer=tokenizer, max_prompts=config.max_eval_prompts)
     watchers = [EvenEvaluations(config.num_evals)] + ([selector] if selector else [])
     return training, held_out, watchers, selector
-
-
-# The trainers themselves, for inspection. Unlike the train_* functions, these leave TRL's forward patch on the
-# models (see _unpatched_after). `eval_table`, when given, is the held-out part, evaluated when a callback asks.
-
-
-def sft_trainer(model, tokenizer, pairs, cfg, output_dir, callbacks=None, eval_table=None) -> SFTTrainer:
-    dataset, eval_dataset = sft_dataset(pairs), _maybe(sft_dataset, eval_table)
-    both = _concat(dataset, eval_dataset)
-    _check_fits(model, tokenizer, list(both["prompt"]), list(both["completion"]))
-    args = training_args(SFTConfig, cfg, output_dir, max_length=None, completion_only_loss=True)
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
-                      processing_class=tokenizer, callbacks=callbacks)
-
-
-def dpo_trainer(model, ref_model, tokenizer, triples, cfg, output_dir, callbacks=None, eval_table=None) -> DPOTrainer:
-    # DPOTrainer(ref_model=None) would reload the reference from model.name_or_path, which a model built from
-    # scratch and never saved does not have.
-    if ref_model is None or ref_model is model:
-        raise ValueError("DPO needs a separate reference model (the previous round's model)")
-    dataset, eval_dataset = dpo_dataset(triples), _maybe(dpo_dataset, eval_table)
-    both = _concat(dataset, eval_dataset)
-    prompts, chosen, rejected = list(both["prompt"]), list(both["chosen"]), list(both["rejected"])
-    _check_fits(model, tokenizer, prompts * 2, chosen + rejected)
-    args = training_args(DPOConfig, cfg, output_dir, defaults=DPO_DEFAULTS, max_length=None, loss_type=["sigmoid"])
-    ref_model.requires_grad_(False)
-    return DPOTrainer(
-        model=model,
-        ref_model=ref_model.eval(),
-        args=args,
-        train_dataset=dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-
-
-def marge_trainer(model, ref_model, tokenizer, pairs, cfg, output_dir, callbacks=None, eval_table=None) -> MargETrainer:
-    dataset, eval_dataset = marge_dataset(pairs), _maybe(marge_dataset, eval_table)
-    both = _concat(dataset, eval_dataset)
-    _check_fits(model, tokenizer, list(both["prompt"]), list(both["completion"]))
-    args = training_args(MargEConfig, cfg, output_dir)
-    return MargETrainer(
-        model=model,
-        ref_model=ref_model,
-        args=args,
-        train_dataset=dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-
-
-def _maybe(build: Callable, table: pd.DataFrame | None) -> datasets.Dataset | None:
-    return None if table is None else build(table)
-
-
-def _concat(dataset: datasets.Dataset, extra: datasets.Dataset | None) -> datasets.Dataset:
-    return dataset if extra is None else datasets.concatenate_datasets([dataset, extra])
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> str | None:
@@ -445,10 +361,10 @@ def _drop_forward_patch(model: torch.nn.Module | None) -> None:
 
 
 @contextlib.contextmanager
-def _quiet(cfg: Mapping[str, Any] | TrainConfig | None):
+def _quiet(config: TrainConfig):
     # datasets (tokenization) and transformers (saving) draw their own bars besides the Trainer's. Silence them
     # too when asked, then restore the global settings.
-    enabled = not TrainConfig.from_mapping(cfg).disable_tqdm
+    enabled = not config.disable_tqdm
     datasets_enabled = datasets.is_progress_bar_enabled()
     transformers_enabled = transformers_logging.is_progress_bar_enabled()
     if not enabled:
@@ -490,9 +406,7 @@ def _check_fits(
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is None:
         return
-    prompt_ids = tokenizer(prompts)["input_ids"]
-    completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
-    lengths = [len(p) + len(c) + 1 for p, c in zip(prompt_ids, completion_ids, strict=True)]  # + eos
+    lengths = example_lengths(tokenizer, prompts, completions)
     longest = max(range(len(lengths)), key=lengths.__getitem__)
     if lengths[longest] > limit:
         raise ValueError(

@@ -1,4 +1,5 @@
 import copy
+import re
 import shutil
 from pathlib import Path
 
@@ -161,3 +162,165 @@ def test_params_written_back_by_dvc_exp_run_still_load(tmp_path):
     assert cfg["profile"] == "smoke" and cfg["seeds"] == [3]
     assert cfg["launcher"]["mixed_precision"] == "no"
     assert cfg["llome"]["generation"]["greedy"] is True
+
+
+# --- params.yaml is read as DVC reads it (YAML 1.2) ------------------------------------------------------------
+
+TRICKY_SCALARS = ["1e-5", "5e-6", "5e-06", "1.0e-3", "no", "yes", "on", "off", "true", "False", "0x10", "010", "0o10",
+                  ".5", "null", "~", "1_000", "'no'"]
+
+
+def test_params_scalars_parse_exactly_as_dvc_parses_them():
+    from dvc.utils.serialize import parse_yaml
+
+    from llome.config import parse_params
+
+    text = "".join(f"k{i}: {scalar}\n" for i, scalar in enumerate(TRICKY_SCALARS))
+    ours, dvcs = parse_params(text), parse_yaml(text, "params.yaml")
+    assert ours == dvcs
+    assert [type(value) for value in ours.values()] == [type(value) for value in dvcs.values()]
+    by_scalar = dict(zip(TRICKY_SCALARS, ours.values()))
+    assert by_scalar["1e-5"] == 1e-5 and by_scalar["5e-6"] == 5e-6 and by_scalar["1.0e-3"] == 1e-3
+    assert all(isinstance(by_scalar[s], float) for s in ("1e-5", "5e-6", "5e-06", "1.0e-3", ".5"))
+    assert [by_scalar[s] for s in ("no", "yes", "on", "off", "'no'")] == ["no", "yes", "on", "off", "no"]
+    assert by_scalar["true"] is True and by_scalar["False"] is False
+    assert by_scalar["null"] is None and by_scalar["~"] is None
+
+
+def test_floats_set_with_dvc_exp_run_s_reach_the_stage_files_and_the_trainers(tmp_path):
+    """`dvc exp run -S` writes these back as 5e-06 and 1e-05, which YAML 1.1 would read as strings."""
+    from dvc.utils.hydra import apply_overrides
+    from trl import DPOConfig, SFTConfig
+
+    from llome.io import read_json
+    from llome.launch import job_train_config
+    from llome.train import training_args
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    apply_overrides(str(params), ["profiles.default.llome.methods.dpo.train.learning_rate=5e-6",
+                                  "profiles.default.sft.learning_rate=1e-5"])
+    written = params.read_text()
+    assert re.search(r"learning_rate: 5e-06\s", written) and re.search(r"learning_rate: 1e-05\s", written), written
+    write_stage_configs(params, tmp_path / "params", "default")
+    dpo, sft = read_json(tmp_path / "params" / "llome_dpo.json"), read_json(tmp_path / "params" / "sft.json")
+    assert dpo["train"]["learning_rate"] == 5e-6 and isinstance(dpo["train"]["learning_rate"], float)
+    assert sft["train"]["learning_rate"] == 1e-5 and isinstance(sft["train"]["learning_rate"], float)
+    # As llome.launch hands them to training: with the instance's alphabet size, which checkpoint selection needs.
+    dpo_args = training_args(DPOConfig, job_train_config({"train": dpo["train"], "num_states": 32}), tmp_path / "dpo",
+                             objective="dpo")
+    sft_args = training_args(SFTConfig, job_train_config({"train": sft["train"], "num_states": 32}), tmp_path / "sft",
+                             objective="sft")
+    assert (dpo_args.learning_rate, dpo_args.beta, sft_args.learning_rate) == (5e-6, 0.4, 1e-5)
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("profile: default\nprofiles:\n  default:\n    seeds: [0, 1\n    function: x\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml, line \d+, column \d+: invalid YAML"):
+        load_profile(params)
+
+
+def test_corrupt_json_names_the_file(tmp_path):
+    from llome.io import read_json
+
+    broken = tmp_path / "sft.json"
+    broken.write_text('{"train": {"learning_rate": 1e-5,}}')
+    with pytest.raises(ValueError, match=r"sft\.json is not valid JSON"):
+        read_json(broken)
+
+
+# --- the schema checks every profile before any work ----------------------------------------------------------
+
+
+def _problems(edit, profile="default") -> str:
+    params = copy.deepcopy(PARAMS)
+    edit(params["profiles"])
+    with pytest.raises(ConfigError) as raised:
+        load_profile(params, profile)
+    return str(raised.value)
+
+
+def _set(path: str, value):
+    def edit(profiles):
+        *parents, last = path.split(".")
+        node = profiles
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return edit
+
+
+def test_a_typo_in_the_default_profile_is_refused():
+    message = _problems(_set("default.llome.generation.temprature_schedule", False))
+    assert "profiles.default.llome.generation.temprature_schedule: unknown key" in message
+
+
+def test_a_key_deleted_from_the_default_profile_is_named():
+    message = _problems(lambda profiles: profiles["default"]["seed_data"].pop("num_steps"))
+    assert "profiles.default.seed_data: missing key(s) num_steps" in message
+
+
+@pytest.mark.parametrize("path, value, expected", [
+    ("sft.num_train_epochs", -4, "sft.num_train_epochs: must be >= 1, got -4"),
+    ("sft.num_train_epochs", 0, "sft.num_train_epochs: must be >= 1, got 0"),
+    ("llome.methods.sft.train.num_train_epochs", 0, "llome.methods.sft.train.num_train_epochs: must be >= 1"),
+    ("llome.methods.dpo.train.beta", -1, "llome.methods.dpo.train.beta: must be > 0, got -1"),
+    ("llome.methods.marge.train.beta", -1, "llome.methods.marge.train.beta: must be > 0, got -1"),
+    ("llome.methods.marge.train.alpha", -0.5, "llome.methods.marge.train.alpha: must be >= 0"),
+    ("llome.methods.dpo.train.learning_rate", "5e-06", "llome.methods.dpo.train.learning_rate: must be a number, got '5e-06'"),
+    ("model.gpt_neox.hidden_size", 0, "model.gpt_neox.hidden_size: must be >= 1, got 0"),
+    ("model.gpt_neox.hidden_size", 66, "model.gpt_neox: hidden_size 66 is not divisible by num_attention_heads 4"),
+    ("pairs.num_neighbors", -3, "pairs.num_neighbors: must be >= 1, got -3"),
+    ("pairs.max_distance", 1.5, "pairs.max_distance: must be <= 1, got 1.5"),
+    ("seed_data.survival_quantile", -0.1, "seed_data.survival_quantile: must be >= 0"),
+    ("ga_difficulty.mutation_prob", 2, "ga_difficulty.mutation_prob: must be <= 1"),
+    ("llome.selection.likelihood_quantile", 1.0, "llome.selection.likelihood_quantile: must be < 1, got 1.0"),
+    ("llome.selection.num_to_label", 5000, "llome.selection.num_to_label: a round labels at most the 3120 candidates"),
+    ("llome.generation.greedy", "yes", "llome.generation.greedy: must be true or false, got 'yes'"),
+    ("llome.methods.sft.train.select_checkpoint", 1, "llome.methods.sft.train.select_checkpoint: must be true or false, got 1"),
+    ("test_functions.seed", 1.5, "test_functions.seed: must be an integer, got 1.5"),
+    ("test_functions.seed", True, "test_functions.seed: must be an integer, got True"),
+    ("seeds", [0, 0], "seeds: must be distinct"),
+    ("llome.methods.sft.train.beta", 0.1, "llome.methods.sft.train.beta: unknown key"),
+])
+def test_bad_values_are_refused_with_their_key_path_and_value(path, value, expected):
+    assert f"profiles.default.{expected}" in _problems(_set(f"default.{path}", value))
+
+
+def test_an_instance_too_long_for_the_models_positions_fails_at_the_params_stage():
+    # L=62 takes 2L+4 + 2L+1 + eos = 254 of the default model's 256 positions; L=63 takes 258.
+    load_profile(_edited(_set("default.function", "ehr_v-32_l-062_m-4_c-4_q-4")), "default")
+    message = _problems(_set("default.function", "ehr_v-32_l-063_m-4_c-4_q-4"))
+    assert "profiles.default.model.gpt_neox.max_position_embeddings" in message and "258 tokens" in message
+    # A pretrained checkpoint brings its own positions: nothing to check against the from-scratch size.
+    pretrained = _edited(_set("default.function", "ehr_v-32_l-063_m-4_c-4_q-4"),
+                         _set("default.model.name_or_path", "some/checkpoint"))
+    assert load_profile(pretrained, "default")["model"]["name_or_path"] == "some/checkpoint"
+
+
+def _edited(*edits) -> dict:
+    params = copy.deepcopy(PARAMS)
+    for edit in edits:
+        edit(params["profiles"])
+    return params
+
+
+def test_a_problem_is_named_under_the_profile_that_sets_it_and_all_problems_are_listed():
+    message = _problems(lambda profiles: (_set("smoke.model.gpt_neox.hidden_size", 33)(profiles),
+                                          _set("default.pairs.max_distance", -1)(profiles)), "smoke")
+    assert "profiles.smoke.model.gpt_neox: hidden_size 33 is not divisible by num_attention_heads 2" in message
+    assert "profiles.default.pairs.max_distance: must be >= 0, got -1" in message
+    assert "2 problem(s)" in message
+
+
+def test_a_bad_profile_the_run_does_not_use_still_fails():
+    assert "profiles.paper.llome.rounds: must be >= 1, got 0" in _problems(_set("paper.llome.rounds", 0), "default")
+
+
+def test_the_params_stage_stops_before_writing_anything(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text().replace("num_train_epochs: 4", "num_train_epochs: -4"))
+    with pytest.raises(ConfigError, match="profiles.default.sft.num_train_epochs: must be >= 1, got -4"):
+        write_stage_configs(params, tmp_path / "out", "default")
+    assert not (tmp_path / "out").exists()

@@ -2,13 +2,10 @@
 
 import functools
 import hashlib
-import re
 from pathlib import Path
 
 import pytest
-import yaml
-
-from llome.config import ParamsLoader
+from llome.config import load_params, parse_params
 from llome.publish import DOCS_REPORTS, stage_reports
 from llome.report import results_markdown
 
@@ -22,17 +19,10 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-class LockLoader(ParamsLoader):
-    """YAML 1.2 as DVC writes dvc.lock: `no` is a string and `1e-05` a float (PyYAML's YAML 1.1 disagrees)."""
-
-
-LockLoader.add_implicit_resolver("tag:yaml.org,2002:float",
-                                 re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
-
-
 @functools.cache
 def _lock_stages() -> dict:
-    return yaml.load(LOCK.read_text(), Loader=LockLoader)["stages"]
+    # YAML 1.2 as DVC writes dvc.lock: `no` is a string and `1e-05` a float.
+    return parse_params(LOCK.read_text(), LOCK)["stages"]
 
 
 def _lock_out(path: str) -> dict:
@@ -45,7 +35,7 @@ def _lock_out(path: str) -> dict:
 
 def test_the_locked_params_are_the_current_params_yaml():
     locked = _lock_stages()["params"]["params"]["params.yaml"]
-    current = yaml.load((ROOT / "params.yaml").read_text(), Loader=ParamsLoader)
+    current = load_params(ROOT / "params.yaml")
     assert locked == {"profile": current["profile"], "profiles": current["profiles"]}, \
         "params.yaml changed since the committed run: rerun `make repro` and `make publish`, or revert it"
 
