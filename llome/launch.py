@@ -71,7 +71,7 @@ def run_job(job_dir: Path) -> Path:
 
     from llome.models import (build_model_and_tokenizer, load_model_and_tokenizer, resolve_device,
                               save_model_and_tokenizer)
-    from llome.train import CHECKPOINTS_FILE, OBJECTIVES, TRAIN_LOG_FILE, placement, train
+    from llome.train import CHECKPOINTS_FILE, OBJECTIVES, TRAIN_LOG_FILE, TRAIN_TIMING_FILE, placement, train
 
     job_dir = Path(job_dir)
     job = read_json(job_dir / "job.json")
@@ -101,7 +101,7 @@ def run_job(job_dir: Path) -> Path:
     model = train(objective, model, tokenizer, table, train_cfg, checkpoints, ref_model=reference)
     if _is_main_process():
         save_model_and_tokenizer(model, tokenizer, job_dir / "model")
-        for name in (TRAIN_LOG_FILE, CHECKPOINTS_FILE):  # the run's records travel with its model
+        for name in (TRAIN_LOG_FILE, CHECKPOINTS_FILE, TRAIN_TIMING_FILE):  # the run's records travel with its model
             if (checkpoints / name).is_file():
                 shutil.copyfile(checkpoints / name, job_dir / "model" / name)
     return job_dir / "model"

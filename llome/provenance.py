@@ -34,7 +34,7 @@ RECORD_FILE = "provenance.json"
 STALE_MARK = ".stale-"
 # The files llome.train writes beside a model's weights: they describe how it was trained, not what it
 # is, so editing one (or a rerun that rewrites one) changes no result made from the model.
-TRAINING_RECORDS = frozenset({"train_log.csv", "checkpoints.csv"})
+TRAINING_RECORDS = frozenset({"train_log.csv", "checkpoints.csv", "timing.json"})
 PACKAGE = "llome"
 PACKAGE_ROOT = Path(__file__).resolve().parent
 

@@ -41,6 +41,7 @@ from transformers.utils import logging as transformers_logging
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from llome.checkpoints import CheckpointSelector, EvenEvaluations
+from llome.io import write_json
 from llome.marge import MargEConfig, MargETrainer
 from llome.schema import TrainConfig, train_config
 from llome.text import format_completion, format_prompt
@@ -52,6 +53,7 @@ DPO_DEFAULTS: dict[str, Any] = {"beta": 0.4}  # the authors' value; MargE's are 
 
 
 TRAIN_LOG_FILE = "train_log.csv"
+TRAIN_TIMING_FILE = "timing.json"  # .dvcignore keeps it out of the model's md5
 CHECKPOINTS_FILE = "checkpoints.csv"
 
 
@@ -312,17 +314,35 @@ def _run(trainer, output_dir: str | os.PathLike, selector: CheckpointSelector | 
     if trainer.is_world_process_zero():
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         log_table(trainer.state.log_history).to_csv(Path(output_dir) / TRAIN_LOG_FILE, index=False)
+        write_json(Path(output_dir) / TRAIN_TIMING_FILE, wall_times(trainer.state.log_history))
         if selector is not None:
             selector.table().to_csv(Path(output_dir) / CHECKPOINTS_FILE, index=False)
     trainer.save_model(str(output_dir))
     return trainer.model
 
 
+def _is_wall_time(column: str) -> bool:
+    return column.endswith(("_runtime", "_per_second"))
+
+
 def log_table(log_history: list[dict[str, Any]]) -> pd.DataFrame:
-    """The Trainer's log history as a table: one row per log entry, step and epoch first."""
+    """The Trainer's log history as a table: one row per log entry, step and epoch first.
+
+    Wall times (train_runtime, eval_samples_per_second, ...) are left out: the table is saved beside the
+    model, in data whose md5 must not depend on the machine's speed. `wall_times` keeps them apart.
+    """
     table = pd.DataFrame(log_history)
+    table = table[[column for column in table.columns if not _is_wall_time(column)]]
     first = [column for column in ("step", "epoch") if column in table.columns]
     return table[first + [column for column in table.columns if column not in first]]
+
+
+def wall_times(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds spent training and evaluating, from the Trainer's log history."""
+    evals = [entry["eval_runtime"] for entry in log_history if "eval_runtime" in entry]
+    train = [entry["train_runtime"] for entry in log_history if "train_runtime" in entry]
+    return {"train_seconds": round(float(sum(train)), 3), "eval_seconds": round(float(sum(evals)), 3),
+            "evaluations": len(evals)}
 
 
 def _load_checkpoint_weights(model: PreTrainedModel, checkpoint: str) -> None:

@@ -426,3 +426,17 @@ def test_a_job_passes_its_alphabet_size_and_keeps_its_own_settings():
     job = {"model_spec": None, "num_states": 8, "train": {"learning_rate": 1e-3, "select_checkpoint": True}}
     assert job_train_config(job) == {"num_states": 8, "learning_rate": 1e-3, "select_checkpoint": True}
     assert job_train_config({**job, "num_states": None}) == {"learning_rate": 1e-3, "select_checkpoint": True}
+
+
+def test_the_saved_training_log_holds_no_wall_times_and_they_are_kept_apart():
+    from llome.train import log_table, wall_times
+
+    history = [{"loss": 1.0, "step": 1, "epoch": 0.5},
+               {"eval_loss": 0.9, "eval_runtime": 0.4, "eval_samples_per_second": 10.0, "step": 1, "epoch": 0.5},
+               {"eval_loss": 0.8, "eval_runtime": 0.6, "eval_steps_per_second": 3.0, "step": 2, "epoch": 1.0},
+               {"train_runtime": 12.5, "train_samples_per_second": 4.0, "train_loss": 0.95, "step": 2, "epoch": 1.0}]
+    table = log_table(history)
+    assert list(table.columns[:2]) == ["step", "epoch"]
+    assert not [c for c in table.columns if "runtime" in c or "per_second" in c]
+    assert {"loss", "eval_loss", "train_loss"} <= set(table.columns)
+    assert wall_times(history) == {"train_seconds": 12.5, "eval_seconds": 1.0, "evaluations": 2}
