@@ -1,4 +1,4 @@
-"""Which checkpoint a training run keeps (PAPER.md section 4, step 4).
+"""Which checkpoint a training run keeps (docs/method.md §4, step 4).
 
 The authors hold out 5% of the pairs, evaluate ten times per training run, and keep the lowest-eval-loss
 checkpoint among those whose generations pass gates. Two Trainer callbacks do that here:

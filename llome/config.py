@@ -342,7 +342,7 @@ def seed_data_oracle_calls(cfg: dict) -> int:
 
 
 def llome_oracle_budget(cfg: dict) -> int:
-    """Every LLOME run pays for its GA seed data and then n labels per round (PAPER.md §4)."""
+    """Every LLOME run pays for its GA seed data and then n labels per round (docs/method.md §4)."""
     return seed_data_oracle_calls(cfg) + cfg["llome"]["rounds"] * cfg["llome"]["selection"]["num_to_label"]
 
 

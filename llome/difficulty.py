@@ -1,4 +1,4 @@
-"""Exact difficulty of an Ehrlich function (PAPER.md section 2): how many sequences are feasible,
+"""Exact difficulty of an Ehrlich function (docs/method.md §2): how many sequences are feasible,
 and how many are optimal (f = 1).
 
 Counts reach v**L (640 bits for the paper's largest instance), so they are Python ints; the bulk

@@ -1,4 +1,4 @@
-"""Ehrlich functions: the closed-form, constrained sequence-design objectives of PAPER.md section 2.
+"""Ehrlich functions: the closed-form, constrained sequence-design objectives of docs/method.md §2.
 
 An instance is drawn from one seeded CPU ``torch.Generator`` with the same draws, in the same order
 and dtypes, as the authors' reference (pytorch-holo 0.0.5), so equal parameters and seed give equal
@@ -54,7 +54,7 @@ def require_int(name: str, value: Any, minimum: int) -> int:
 def validate_parameters(
     num_states: int, dim: int, num_motifs: int, motif_length: int, quantization: int, seed: int
 ) -> None:
-    """Raise ValueError naming the first parameter that breaks a rule of PAPER.md section 2."""
+    """Raise ValueError naming the first parameter that breaks a rule of docs/method.md §2."""
     v = require_int("num_states", num_states, 2)
     length = require_int("dim", dim, 1)
     c = require_int("num_motifs", num_motifs, 1)
@@ -86,7 +86,7 @@ def validate_parameters(
 
 
 def _sample_transition_matrix(num_states: int, generator: torch.Generator) -> torch.Tensor:
-    """Sparse ergodic-candidate transition matrix (float32), PAPER.md section 2 steps 1-3."""
+    """Sparse ergodic-candidate transition matrix (float32), docs/method.md §2 steps 1-3."""
     logits = torch.randn(num_states, num_states, generator=generator)
     dense = (logits / _SOFTMAX_TEMPERATURE).softmax(dim=-1)
 

@@ -1,4 +1,4 @@
-"""Genetic algorithm baseline (PAPER.md section 3).
+"""Genetic algorithm baseline (docs/method.md §3).
 
 A population of particles starts as copies of one initial sequence. Each step evaluates every particle,
 keeps those whose loss (-f) is at or below a quantile of the population's losses, refills the rest by

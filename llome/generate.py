@@ -1,4 +1,4 @@
-"""Refinement generation, LLOME's inner loop (PAPER.md §4 step 1): the model proposes, nothing is scored.
+"""Refinement generation, LLOME's inner loop (docs/method.md §4 step 1): the model proposes, nothing is scored.
 
 Shape. Each decoding mode of each seed is its own trajectory: one greedy (temperature 0) and `num_samples` per
 temperature. Every iteration each trajectory proposes one candidate, and its next input is its candidate with the
@@ -40,7 +40,7 @@ COLUMNS = ["trajectory", "seed_index", "iteration", "temperature", "parent", "te
 
 
 def temperature_schedule(mean_distance: float | None, base=(0.6, 0.8, 1.0, 1.2, 1.4, 1.6)) -> tuple[float, ...]:
-    """Shift the temperatures up when the last round's edits were small (generator collapse, PAPER.md §4)."""
+    """Shift the temperatures up when the last round's edits were small (generator collapse, docs/method.md §4)."""
     base = tuple(float(t) for t in base)
     if mean_distance is None or not np.isfinite(mean_distance):
         return base

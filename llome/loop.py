@@ -59,7 +59,7 @@ def _generation_seeds(pairs: pd.DataFrame, pool: pd.DataFrame, num_seeds: int) -
 
 
 def select_candidates(candidates: pd.DataFrame, pool: pd.DataFrame, selection: dict, seed: int) -> pd.DataFrame:
-    """A uniform sample of n valid, new candidates to label (PAPER.md §4 step 2).
+    """A uniform sample of n valid, new candidates to label (docs/method.md §4 step 2).
 
     Only when more than n new candidates remain does the likelihood filter apply, and it never cuts below
     the n most likely: a round spends its whole n whenever it has n candidates. Sequences labelled before

@@ -1,4 +1,4 @@
-"""MargE (Margin-Aligned Expectation), PAPER.md section 5, as a transformers Trainer in TRL's style.
+"""MargE (Margin-Aligned Expectation), docs/method.md §5, as a transformers Trainer in TRL's style.
 
 MargE pulls the policy pi_theta towards the reward distribution p_r(y) ∝ exp(r) while keeping it close to a frozen
 reference pi_ref (the previous round's model). With lp the summed and l = lp / |y| the mean completion
@@ -39,7 +39,7 @@ from llome.schema import MargETrainConfig, check_marge_estimator
 
 logger = logging.getLogger(__name__)
 
-# The authors' MargE settings (PAPER.md section 5): MargEConfig's defaults, and marge_loss's. Nowhere else.
+# The authors' MargE settings (docs/method.md §5): MargEConfig's defaults, and marge_loss's. Nowhere else.
 ALPHA = 1.0
 BETA = 10.0
 LEARNING_RATE = 1e-6

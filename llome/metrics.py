@@ -1,4 +1,4 @@
-"""What the paper measures (PAPER.md section 6): regret against oracle calls, per-round generation
+"""What the paper measures (docs/method.md §6): regret against oracle calls, per-round generation
 and labelling statistics, calibration of likelihood against reward, and diversity.
 
 Every function takes plain arrays or the pipeline's tables and returns plain numbers, so notebooks

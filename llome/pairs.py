@@ -1,4 +1,4 @@
-"""Training pairs and triples from a labelled pool (PAPER.md section 4).
+"""Training pairs and triples from a labelled pool (docs/method.md §4).
 
 PropEn-style pairs: every sequence is matched with its nearest neighbours in normalised Hamming
 distance (llome.neighbours), and each pair is oriented so that the model learns to turn the worse
@@ -86,7 +86,7 @@ def max_mismatches(max_distance: float, length: int) -> int:
 
 def margin_reward(score, parent_score) -> np.ndarray:
     """MargE's reward for improving x (parent_score) into y (score): max(f(y) - f(x), 0), an infeasible score
-    counted as 0 (PAPER.md §5). The one definition: pairs and a round's labels both use it.
+    counted as 0 (docs/method.md §5). The one definition: pairs and a round's labels both use it.
 
     An unknown parent score (NaN: diagnostics off and the parent never labelled) is not an infeasible one,
     so it gives no reward (NaN) rather than a made-up one.
@@ -243,7 +243,7 @@ def make_dpo_triples(
     max_triples: int | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """DPO triples (x, y_w, y_l) from the neighbourhoods make_pairs uses (PAPER.md section 4, step 3).
+    """DPO triples (x, y_w, y_l) from the neighbourhoods make_pairs uses (docs/method.md §4, step 3).
 
     For each distinct x, its neighbourhood is its num_neighbors nearest sequences within max_distance (None:
     all of them). Every neighbour y_w that beats x (score > x's) is paired with every neighbour y_l that does not

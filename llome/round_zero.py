@@ -1,4 +1,4 @@
-"""Round 0 of LLOME: SFT of a fresh (or pretrained) model on PropEn pairs from the GA seed data (PAPER.md §4)."""
+"""Round 0 of LLOME: SFT of a fresh (or pretrained) model on PropEn pairs from the GA seed data (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which generated candidates the oracle labels (PAPER.md section 4, step 2): a likelihood filter,
+"""Which generated candidates the oracle labels (docs/method.md §4, step 2): a likelihood filter,
 then a seeded uniform sample."""
 
 from __future__ import annotations

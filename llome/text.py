@@ -1,4 +1,4 @@
-"""The text format the language model reads and writes (PAPER.md section 4).
+"""The text format the language model reads and writes (docs/method.md §4).
 
 A training example is a prompt and a completion:
 

@@ -1,4 +1,4 @@
-"""Training the proposal model on pairs: SFT and DPO through TRL, MargE through llome.marge (PAPER.md section 5).
+"""Training the proposal model on pairs: SFT and DPO through TRL, MargE through llome.marge (docs/method.md §5).
 
 `train(objective, model, tokenizer, table, cfg, output_dir, ref_model)` takes the model, the tokenizer, a DataFrame
 of pairs or triples, a config and an output directory, and returns the trained model; `OBJECTIVES` says what sets
@@ -7,7 +7,7 @@ sft, dpo and marge apart (dataset columns, trainer, its config class), and `trai
 its fields (DPO's `beta`, MargE's `alpha`, `beta`, ... among them, checked there); a dict may also carry any other
 field of the trainer's own config class (any TrainingArguments field), which is checked against that class.
 
-Held-out pairs and checkpoint choice (PAPER.md section 4, step 4): `eval_fraction` of the rows (at least one; 0
+Held-out pairs and checkpoint choice (docs/method.md §4, step 4): `eval_fraction` of the rows (at least one; 0
 turns it off) is held out and evaluated `num_evals` times, evenly over the run. With `select_checkpoint`, the
 returned (and saved) model is the lowest-eval-loss evaluated checkpoint whose greedy generations pass the gates of
 llome.checkpoints; that needs `num_states`, the sequences' alphabet size. Each run writes, beside the final model
@@ -139,7 +139,7 @@ OBJECTIVES: dict[str, Objective] = {
                      examples=(("prompt", "chosen"), ("prompt", "rejected")), reference=True, config_class=DPOConfig,
                      trainer_class=DPOTrainer, defaults=DPO_DEFAULTS,
                      fixed={"max_length": None, "loss_type": ["sigmoid"]}),
-    # Prompt–completion pairs with their reward, the score margin (llome.pairs.margin_reward, PAPER.md section 5).
+    # Prompt–completion pairs with their reward, the score margin (llome.pairs.margin_reward, docs/method.md §5).
     "marge": Objective(texts={"prompt": _PROMPT, "completion": ("y", format_completion)},
                        examples=(("prompt", "completion"),), reference=True, config_class=MargEConfig,
                        trainer_class=MargETrainer, reward=True),

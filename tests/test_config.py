@@ -31,7 +31,7 @@ def test_paper_profile_has_the_papers_sizes():
     assert cfg["model"]["name_or_path"] == "EleutherAI/pythia-2.8b"
     assert (gen["num_seeds"], gen["num_iterations"], gen["num_samples"], len(gen["temperatures"])) == (200, 10, 10, 6)
     assert cfg["llome"]["selection"]["num_to_label"] == 2000
-    # 1 round of SFT on the seed data, then 9 labelled rounds: 10,000 + 9 x 2,000 = 28,000 calls (PAPER.md §4)
+    # 1 round of SFT on the seed data, then 9 labelled rounds: 10,000 + 9 x 2,000 = 28,000 calls (docs/method.md §4)
     assert cfg["llome"]["rounds"] == 9
     assert llome_oracle_budget(cfg) == 28_000
     assert cfg["llome"]["methods"]["marge"]["train"]["alpha"] == 1.0

@@ -45,7 +45,7 @@ def from_reference_params(params: dict) -> Ehrlich:
 
 
 def naive_values(f: Ehrlich, X: np.ndarray) -> np.ndarray:
-    """PAPER.md section 2 written as loops, in float32 like the reference: an independent check."""
+    """docs/method.md §2 written as loops, in float32 like the reference: an independent check."""
     step = math.ceil(f.motif_length / f.quantization)
     values = []
     for x in X.tolist():

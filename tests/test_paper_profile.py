@@ -139,7 +139,7 @@ def test_every_method_runs_two_rounds_on_the_temperature_schedule(paper_run):
         first, second = (read_json(root / "llome" / method / "seed_0" / f"round_{i:02d}" / "metrics.json")
                          for i in (1, 2))
         assert first["temperatures"] == base
-        # Round 2's temperatures follow from round 1's mean edit distance (PAPER.md §4).
+        # Round 2's temperatures follow from round 1's mean edit distance (docs/method.md §4).
         expected = temperature_schedule(first["generation"]["mean_distance"], base)
         assert second["temperatures"] == pytest.approx(list(expected)), method
         shifted += second["temperatures"] != base

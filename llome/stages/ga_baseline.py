@@ -1,4 +1,4 @@
-"""Stage `ga_baseline`: the GA at the LLOME runs' total oracle budget, two ways (PAPER.md §3, §6).
+"""Stage `ga_baseline`: the GA at the LLOME runs' total oracle budget, two ways (docs/method.md §3, §6).
 
 `ga_paper` is the paper's comparison: the GA with the authors' seed-data settings, continued to the
 budget. It is the same run, seed for seed, whose first calls are LLOME's seed data. `ga_swept` is a

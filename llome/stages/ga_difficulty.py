@@ -1,4 +1,4 @@
-"""Stage `ga_difficulty`: oracle calls the GA needs to reach f = 1 on each instance (PAPER.md §6)."""
+"""Stage `ga_difficulty`: oracle calls the GA needs to reach f = 1 on each instance (docs/method.md §6)."""
 
 from __future__ import annotations
 

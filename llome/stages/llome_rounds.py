@@ -1,4 +1,4 @@
-"""Stage `llome@<method>`: every LLOME round of one variant, for every seed (PAPER.md §4)."""
+"""Stage `llome@<method>`: every LLOME round of one variant, for every seed (docs/method.md §4)."""
 
 from __future__ import annotations
 

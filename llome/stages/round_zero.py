@@ -1,4 +1,4 @@
-"""Stage `sft`: round 0, SFT on each seed's GA pairs from a fresh model or a checkpoint (PAPER.md §4)."""
+"""Stage `sft`: round 0, SFT on each seed's GA pairs from a fresh model or a checkpoint (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage `seed_data`: the GA with the authors' seed-data settings, one run per seed (PAPER.md §3)."""
+"""Stage `seed_data`: the GA with the authors' seed-data settings, one run per seed (docs/method.md §3)."""
 
 from __future__ import annotations
 

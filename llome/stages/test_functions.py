@@ -1,4 +1,4 @@
-"""Stage `test_functions`: the Ehrlich instances as JSON, with their exact difficulty (PAPER.md §2)."""
+"""Stage `test_functions`: the Ehrlich instances as JSON, with their exact difficulty (docs/method.md §2)."""
 
 from __future__ import annotations
 
