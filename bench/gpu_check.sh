@@ -65,7 +65,7 @@ from pathlib import Path
 import torch
 
 from bench.machine import describe_machine
-from llome.config import load_profile, stage_configs, validate
+from llome.config import check_profile, load_profile, stage_configs
 from llome.loop import round_timing, run_llome
 from llome.stages.common import load_function, read_seed_table, seed_dir
 from llome.stages.round_zero import round_zero
@@ -110,7 +110,9 @@ for path, value in sizes.items():
     node[leaf] = value
 for train in [cfg["sft"], *(m["train"] for m in cfg["llome"]["methods"].values())]:
     train["disable_tqdm"] = True
-validate(cfg)
+problems = check_profile(cfg)
+if problems:
+    sys.exit("the resized paper profile is not valid:\n  " + "\n  ".join(f"{where}: {what}" for where, what in problems))
 stages = stage_configs(cfg)
 
 env = {"mode": mode, "machine": describe_machine(), "torch": torch.__version__, "cuda": torch.version.cuda, "num_gpus": gpus,
