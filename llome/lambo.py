@@ -147,12 +147,14 @@ def run_lambo(function, oracle: CountedOracle, seed_sequences: np.ndarray, seed_
     sequences = np.asarray(seed_sequences, dtype=np.int64)
     scores = np.asarray(seed_scores, dtype=np.float64)
     rounds = np.zeros(len(sequences), dtype=np.int64)
-    labelled = {row.tobytes() for row in sequences}
+    labelled = {row.tobytes(): score for row, score in zip(sequences, scores)}
     history, summaries = [], []
     for index in range(1, num_rounds + 1):
         response = propose(python, sequences, scores, rounds, function.num_states, settings,
                            seed=seed + index, work_dir=work_dir / f"round_{index:02d}", state_dir=work_dir / "state")
         proposals = response["proposals"]
+        # LaMBO edits its starting points in place: proposal i grew from starting point i.
+        starts = np.asarray(response["starting_points"], dtype=np.int64)
         proposal_scores = oracle(proposals)
         feasible = np.isfinite(proposal_scores)
         history.append(pd.DataFrame({"round": index, "sequence": list(proposals), "score": proposal_scores}))
@@ -161,7 +163,10 @@ def run_lambo(function, oracle: CountedOracle, seed_sequences: np.ndarray, seed_
             "proposals": int(len(proposals)),
             "feasible_fraction": float(feasible.mean()),
             "already_labelled_fraction": float(np.mean([row.tobytes() in labelled for row in proposals])),
+            "starting_points_feasible_fraction": float(np.mean([np.isfinite(labelled[row.tobytes()])
+                                                               for row in starts])),
             "unique_fraction": float(len(np.unique(proposals, axis=0)) / len(proposals)),
+            "mean_positions_changed": float((proposals != starts).sum(axis=1).mean()),
             "best_value": float(proposal_scores.max()),
             "best_so_far": float(max(np.max(scores), proposal_scores.max())),
             "oracle_calls": int(oracle.calls),
@@ -170,7 +175,7 @@ def run_lambo(function, oracle: CountedOracle, seed_sequences: np.ndarray, seed_
             "optimise_seconds": float(response["optimise_seconds"]),
             "wall_seconds": float(response["wall_seconds"]),
         })
-        labelled.update(row.tobytes() for row in proposals)
+        labelled.update((row.tobytes(), score) for row, score in zip(proposals, proposal_scores))
         sequences = np.concatenate([sequences, proposals])
         scores = np.concatenate([scores, proposal_scores])
         rounds = np.concatenate([rounds, np.full(len(proposals), index)])
