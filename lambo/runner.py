@@ -28,7 +28,6 @@ the regressors. The configuration is written here in code rather than composed f
 from __future__ import annotations
 
 import json
-import math
 import random
 import sys
 import time
