@@ -6,13 +6,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HOOK   := $(VENV)/.numerics-hook
 TORCH_VERSION := 2.13.0
+# The torchvision built for TORCH_VERSION: `make lambo-lock` names it only so that resolving pytorch-cortex keeps torch.
+TORCHVISION_VERSION := 0.28.0
+LAMBO_VENV ?= .lambo-venv
+LAMBO_STAMP := $(LAMBO_VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test smoke plots publish compare fingerprint lock browser ci clean-venv
+.PHONY: setup repro test smoke plots publish compare fingerprint lock browser ci clean-venv lambo-env lambo-lock lambo-test clean-lambo-venv
 
 setup: $(STAMP) $(HOOK)
 
@@ -78,3 +82,32 @@ ci: browser test smoke
 
 clean-venv:
 	rm -rf $(VENV)
+
+# LaMBO-2's own environment (requirements/lambo.in says why it cannot share .venv): torch first and pinned, then the
+# exact versions of requirements/lambo.txt without resolving anything (so pytorch-cortex's torchvision stays out).
+lambo-env: $(LAMBO_STAMP)
+
+$(LAMBO_STAMP): requirements/lambo.txt
+	test -x $(LAMBO_VENV)/bin/python || $(PYTHON) -m venv $(LAMBO_VENV)
+	$(LAMBO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LAMBO_VENV)/bin/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(LAMBO_VENV)/bin/python -m pip install --quiet --no-deps -r requirements/lambo.txt
+	$(LAMBO_VENV)/bin/python -I -c 'from cortex.optim.generative import LaMBO'
+	touch $(LAMBO_STAMP)
+
+# Re-resolve requirements/lambo.in in a scratch venv and write its exact versions to requirements/lambo.txt.
+lambo-lock:
+	rm -rf .lambo-lock-venv && $(PYTHON) -m venv .lambo-lock-venv
+	.lambo-lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lambo-lock-venv/bin/python -m pip install --quiet torch==$(TORCH_VERSION)
+	.lambo-lock-venv/bin/python -m pip install --quiet torch==$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION) -r requirements/lambo.in
+	.lambo-lock-venv/bin/python -m pip uninstall --quiet -y torchvision
+	{ sed -n '1,2p' requirements/lambo.txt; .lambo-lock-venv/bin/python -m pip freeze --all | grep -v -e '^pip==' -e '^torch=='; } > requirements/lambo.txt.new
+	mv requirements/lambo.txt.new requirements/lambo.txt && rm -rf .lambo-lock-venv
+
+# LaMBO-2 end to end at toy size in its environment (tests/test_lambo.py, about a minute).
+lambo-test: $(STAMP) $(HOOK) $(LAMBO_STAMP)
+	$(BIN)/python -m pytest -q -m lambo tests/test_lambo.py
+
+clean-lambo-venv:
+	rm -rf $(LAMBO_VENV)
