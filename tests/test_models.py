@@ -151,3 +151,15 @@ def test_unavailable_hub_model_fails_clearly(tokenizer):
 def test_loading_a_directory_without_a_model_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_model_and_tokenizer(tmp_path)
+
+
+def test_a_gguf_file_setting_travels_with_the_checkpoint():
+    section = {"name_or_path": "models/smollm2", "gguf_file": "model.gguf", "gpt_neox": {"hidden_size": 64}}
+    assert model_spec(section, seed=0) == {"name_or_path": "models/smollm2", "gguf_file": "model.gguf"}
+    assert model_spec({**section, "gguf_file": None}, seed=0) == {"name_or_path": "models/smollm2"}
+
+
+@pytest.mark.parametrize("gguf_file", ["", 3])
+def test_a_bad_gguf_file_setting_is_named(gguf_file):
+    with pytest.raises(ValueError, match="gguf_file"):
+        build_model_and_tokenizer({"name_or_path": "models/smollm2", "gguf_file": gguf_file}, num_states=16)
