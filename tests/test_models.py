@@ -163,3 +163,12 @@ def test_a_gguf_file_setting_travels_with_the_checkpoint():
 def test_a_bad_gguf_file_setting_is_named(gguf_file):
     with pytest.raises(ValueError, match="gguf_file"):
         build_model_and_tokenizer({"name_or_path": "models/smollm2", "gguf_file": gguf_file}, num_states=16)
+
+
+def test_the_pretrained_profile_loads_the_checkpoint_make_smollm2_fetches():
+    from llome import smollm2
+
+    setting = load_profile(PARAMS, "pretrained")["model"]
+    assert model_spec(setting, seed=0) == {"name_or_path": "models/smollm2", "gguf_file": smollm2.GGUF_FILE}
+    assert (PARAMS.parent / setting["name_or_path"]) == smollm2.DEFAULT_DIR
+    assert load_profile(PARAMS, "default")["model"]["gguf_file"] is None
