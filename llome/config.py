@@ -189,6 +189,7 @@ class GPTNeoX(Section):
 
 class ModelSettings(Section):
     name_or_path: Annotated[str, Field(strict=True, min_length=1)] | None
+    gguf_file: Annotated[str, Field(strict=True, min_length=1)] | None  # a GGUF file inside name_or_path
     gpt_neox: GPTNeoX
 
 

@@ -65,5 +65,6 @@ def train(objective: str, table: pd.DataFrame, train_cfg: dict, job_dir: Path, s
 def model_spec(model_cfg: dict, seed: int) -> dict:
     """params.yaml's `model` section as llome.models takes it: a checkpoint, or GPT-NeoX sizes and a seed."""
     if model_cfg.get("name_or_path"):
-        return {"name_or_path": model_cfg["name_or_path"]}
+        gguf_file = model_cfg.get("gguf_file")
+        return {"name_or_path": model_cfg["name_or_path"], **({"gguf_file": gguf_file} if gguf_file else {})}
     return {**model_cfg["gpt_neox"], "seed": seed}

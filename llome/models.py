@@ -8,6 +8,11 @@ A model config is a plain dict. Either it describes a GPT-NeoX to build from scr
 (the authors' from-scratch setting was 6 layers, hidden 64, 4 heads), or it names a checkpoint:
 
     {"name_or_path": "path/to/checkpoint"}      # or a hub name, when the hub is reachable
+    {"name_or_path": "models/smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+`gguf_file` names a GGUF file in that directory (e.g. `make smollm2`, llome/smollm2.py): transformers dequantises
+it, with its tokenizer, through the `gguf` package. Once trained and saved, the model is a plain safetensors
+directory and loads without it.
 
 The vocabulary size and the pad/eos ids always come from the tokenizer.
 
@@ -26,6 +31,7 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    GgufConfig,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
     PreTrainedModel,
@@ -103,16 +109,16 @@ def build_model_and_tokenizer(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model and its tokenizer: the format's word-level tokenizer from scratch, a checkpoint's own otherwise."""
     if isinstance(model_cfg, dict) and "name_or_path" in model_cfg:
-        tokenizer = load_tokenizer(model_cfg["name_or_path"])
+        tokenizer = load_tokenizer(model_cfg["name_or_path"], gguf_file=model_cfg.get("gguf_file"))
     else:
         tokenizer = build_tokenizer(num_states)
     return build_model(model_cfg, tokenizer), tokenizer
 
 
-def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
+def load_tokenizer(name_or_path: str | os.PathLike, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
     """A checkpoint's tokenizer, with the eos token doubling as pad token when it has none (as in Pythia)."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **_gguf_argument(gguf_file))
     except OSError as error:
         raise OSError(_unavailable_message("tokenizer", name_or_path)) from error
     if tokenizer.eos_token is None:
@@ -188,7 +194,7 @@ def _build_gpt_neox(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBas
 def _load_pretrained(
     model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype | None = None
 ) -> PreTrainedModel:
-    extra = set(model_cfg) - {"name_or_path"}
+    extra = set(model_cfg) - {"name_or_path", "gguf_file"}
     if extra:
         raise ValueError(
             f"model config fields {sorted(extra)} have no effect with 'name_or_path': a checkpoint brings its own "
@@ -198,14 +204,33 @@ def _load_pretrained(
     try:
         # transformers 5 loads a checkpoint in its saved dtype by default (Pythia's is float16), and AdamW on
         # half-precision weights has no fp32 master copy: training needs float32 unless told otherwise.
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or torch.float32,
+                                                     **_gguf_model_arguments(model_cfg.get("gguf_file")))
     except OSError as error:
         raise OSError(_unavailable_message("model", name_or_path)) from error
+    if getattr(model, "is_quantized", False):
+        raise ValueError(f"the model {str(name_or_path)!r} loaded with quantized weights, which cannot be trained")
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         # A pad token added to the tokenizer needs an embedding row.
         model.resize_token_embeddings(len(tokenizer))
     _align_generation_ids(model, tokenizer)
     return model
+
+
+def _gguf_argument(gguf_file: str | None) -> dict[str, str]:
+    if gguf_file is None:
+        return {}
+    if not isinstance(gguf_file, str) or not gguf_file:
+        raise ValueError(f"gguf_file must be the name of a GGUF file in name_or_path, got {gguf_file!r}")
+    return {"gguf_file": gguf_file}
+
+
+def _gguf_model_arguments(gguf_file: str | None) -> dict[str, Any]:
+    if gguf_file is None:
+        return {}
+    # Plain float weights, not GGUF blocks: the Trainer refuses a model that still counts as quantized, and a
+    # quantized model cannot be saved as the safetensors directory the next round loads.
+    return {**_gguf_argument(gguf_file), "quantization_config": GgufConfig(dequantize=True)}
 
 
 def _align_generation_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

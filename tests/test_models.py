@@ -151,3 +151,24 @@ def test_unavailable_hub_model_fails_clearly(tokenizer):
 def test_loading_a_directory_without_a_model_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_model_and_tokenizer(tmp_path)
+
+
+def test_a_gguf_file_setting_travels_with_the_checkpoint():
+    section = {"name_or_path": "models/smollm2", "gguf_file": "model.gguf", "gpt_neox": {"hidden_size": 64}}
+    assert model_spec(section, seed=0) == {"name_or_path": "models/smollm2", "gguf_file": "model.gguf"}
+    assert model_spec({**section, "gguf_file": None}, seed=0) == {"name_or_path": "models/smollm2"}
+
+
+@pytest.mark.parametrize("gguf_file", ["", 3])
+def test_a_bad_gguf_file_setting_is_named(gguf_file):
+    with pytest.raises(ValueError, match="gguf_file"):
+        build_model_and_tokenizer({"name_or_path": "models/smollm2", "gguf_file": gguf_file}, num_states=16)
+
+
+def test_the_pretrained_profile_loads_the_checkpoint_make_smollm2_fetches():
+    from llome import smollm2
+
+    setting = load_profile(PARAMS, "pretrained")["model"]
+    assert model_spec(setting, seed=0) == {"name_or_path": "models/smollm2", "gguf_file": smollm2.GGUF_FILE}
+    assert (PARAMS.parent / setting["name_or_path"]) == smollm2.DEFAULT_DIR
+    assert load_profile(PARAMS, "default")["model"]["gguf_file"] is None
