@@ -324,9 +324,10 @@ def test_round_zero_identity_is_its_model_and_pairs_not_its_records(toy_seed_tab
     tiny_round_zero(toy_seed_table, out)
     for path in [out, *out.rglob("*")]:  # the weights too, which safetensors writes 0600
         assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
-    records = {"metrics.json", RECORD_FILE, "model/train_log.csv"}
+    records = {"metrics.json", RECORD_FILE, "model/train_log.csv", "model/timing.json"}
     assert records <= set(files_under(out))  # the records this contract is about are really written
-    assert {Path(name).name for name in files_under(out / "model")} & TRAINING_RECORDS == {"train_log.csv"}
+    assert {Path(name).name for name in files_under(out / "model")} & TRAINING_RECORDS == {"train_log.csv",
+                                                                                         "timing.json"}
 
     # What a model is: exactly the files saving it writes; all the rest under model/ is a training record.
     model, tokenizer = load_model_and_tokenizer(out / "model")
