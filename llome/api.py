@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llome import numerics
 from llome.objective import CountedOracle, check_objective, optimum_of
 
 # The default profile's per-method training settings (params.yaml), one epoch a round.
@@ -58,6 +59,7 @@ class LlomeConfig:
     # Unpaid calls for metrics ("improves on its input"); off, a round makes no call beyond its n labels.
     diagnostics: bool = False
     device: str = "auto"
+    threads: int = 2  # torch's threads: part of the pinned numerics, so the same on every machine (llome.numerics)
     # The GA that makes seed data from a single starting sequence (null rates: 1/L).
     seed_data: dict = field(default_factory=lambda: {"num_particles": 200, "num_steps": 5, "mutation_prob": None,
                                                      "recombine_prob": 0.0882, "survival_quantile": 0.1})
@@ -232,6 +234,7 @@ def optimize(objective, seed_sequences, config: LlomeConfig | dict | None = None
 
     check_objective(objective)
     cfg = LlomeConfig.coerce(config)
+    numerics.apply(cfg.threads)
     sequences = _as_sequences(seed_sequences, objective)
     temporary = tempfile.TemporaryDirectory(prefix="llome-optimize-") if run_dir is None else None
     root = Path(temporary.name if temporary else run_dir)

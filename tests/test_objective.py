@@ -91,7 +91,7 @@ def test_seed_data_stage_runs_the_ga_on_an_import_path_objective_through_the_cou
     from llome.stages.common import read_seed_table
     from llome.stages.seed_data import seed_data
 
-    cfg = {"function": "tests.toy_objectives:counting_up_v8", "function_seed": 50494, "seeds": [0],
+    cfg = {"function": "tests.toy_objectives:counting_up_v8", "function_seed": 50494, "seeds": [0], "numerics": {"threads": 2},
            "ga": {"num_particles": 50, "mutation_prob": 0.125, "recombine_prob": 0.125, "survival_quantile": 0.2,
                   "num_steps": 4}}
     runs = seed_data(cfg, tmp_path)
@@ -150,7 +150,7 @@ def test_ga_baseline_stage_on_an_import_path_objective_reports_regret_only_again
         tmp_path, factory, optimum):
     from llome.stages.ga_baseline import ga_baseline
 
-    cfg = {"function": f"tests.toy_objectives:{factory}", "function_seed": 50494, "seeds": [0],
+    cfg = {"function": f"tests.toy_objectives:{factory}", "function_seed": 50494, "seeds": [0], "numerics": {"threads": 2},
            "max_oracle_calls": 300, "sweep_seeds": [100], "recombine_prob": 0.125,
            "sweep": {"num_particles": [20, 50], "mutation_prob": [0.125], "survival_quantile": [0.2]},
            "paper_ga": {"num_particles": 50, "mutation_prob": 0.125, "recombine_prob": 0.125,

@@ -63,7 +63,7 @@ def test_llome_stage_runs_an_import_path_objective_with_its_own_optimum(copy_mod
     shutil.copytree(copy_model["dir"], zero / "model")
     make_pairs(pool, scores, max_distance=0.5, num_neighbors=10, seed=0).to_parquet(zero / "pairs.parquet")
     cfg = {
-        "function": "tests.toy_objectives:counting_up_v8", "function_seed": 50494, "seeds": [0],
+        "function": "tests.toy_objectives:counting_up_v8", "function_seed": 50494, "seeds": [0], "numerics": {"threads": 2},
         "method": "sft", "objective": "sft", "rounds": 1, "diagnostics": False,
         "generation": {"num_seeds": 6, "num_iterations": 2, "greedy": True, "temperatures": [0.8, 1.2],
                        "num_samples": 3, "batch_size": 64, "temperature_schedule": True},
