@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from llome import numerics
 from llome.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -214,8 +215,10 @@ def result_config(stage_cfg: dict) -> dict:
 
 
 def make_record(config: dict, *, code: list[str], inputs: dict | None = None, **extra) -> dict:
-    """The provenance of one result: its settings, the code it runs, and its inputs' digests."""
-    return {"config": config, **extra, "code": code_digest(code), "inputs": dict(sorted((inputs or {}).items()))}
+    """The provenance of one result: its settings, the code it runs, its inputs' digests, and whether its
+    numerics were pinned (an unpinned result is never reused as a pinned one, nor the reverse)."""
+    return {"config": config, **extra, "numerics": numerics.settings(), "code": code_digest(code),
+            "inputs": dict(sorted((inputs or {}).items()))}
 
 
 def _normalised(record: dict) -> dict:

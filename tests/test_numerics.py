@@ -169,3 +169,14 @@ def test_machine_records_are_kept_out_of_dvc_hashes():
     ignored = (ROOT / ".dvcignore").read_text().split()
     assert "machine.json" in ignored and "timing.json" in ignored
     assert json.loads(json.dumps(numerics.settings(2)))["threads"] == 2
+
+
+def test_a_result_records_whether_its_numerics_were_pinned(monkeypatch):
+    from llome.provenance import make_record
+
+    monkeypatch.delenv(numerics.SWITCH, raising=False)
+    pinned = make_record({"a": 1}, code=[])
+    monkeypatch.setenv(numerics.SWITCH, "native")
+    native = make_record({"a": 1}, code=[])
+    assert pinned["numerics"] == {"mode": "pinned", "pins": numerics.PINS}
+    assert native["numerics"]["mode"] == "native" and native != pinned
