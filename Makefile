@@ -46,7 +46,7 @@ test: $(STAMP) $(HOOK)
 # The whole pipeline at smoke size, and one queued smoke experiment (dvc exp), in scratch copies of the
 # project (your data/ and experiments are untouched).
 smoke: $(STAMP) $(HOOK)
-	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py tests/test_dvc_queue.py
+	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py tests/test_dvc_queue.py tests/test_dvc_set_float.py
 
 # `dvc plots show` as a page that opens offline (dvc_plots/index.html).
 plots: $(STAMP)
