@@ -46,8 +46,7 @@ def child(steps: int) -> dict:
     from llome.tokenizer import build_tokenizer
     from llome.train import sft_trainer
 
-    numerics.check_in_effect()
-    numerics.set_threads(2)
+    numerics.apply(2)
     num_states, length = 32, 32
     rng = np.random.default_rng(0)
     rows = [tuple(int(s) for s in rng.integers(0, num_states, length)) for _ in range(max(steps * 16, 1024))]

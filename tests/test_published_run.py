@@ -1,7 +1,14 @@
-"""The committed run agrees with itself: params.yaml, dvc.lock, metrics/summary.json, docs/ and the README."""
+"""The committed run agrees with itself: params.yaml, dvc.lock, metrics/summary.json, docs/ and the README.
+
+docs/reports/run.json names the commit whose code made the run. While it is the current code, every locked
+dependency must match the working tree; once the code moves on, it must match that commit, and the README
+must say that the published numbers are that commit's, not the current code's.
+"""
 
 import functools
 import hashlib
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,20 +40,39 @@ def _lock_out(path: str) -> dict:
     raise AssertionError(f"dvc.lock records no output {path}")
 
 
-def test_the_locked_params_are_the_current_params_yaml():
+RUN = json.loads((ROOT / DOCS_REPORTS / "run.json").read_text()) if (ROOT / DOCS_REPORTS / "run.json").exists() \
+    else {"current": True}
+
+
+def _file_at_run(path: str) -> bytes | None:
+    """A file as the run's code had it: the working tree's while the run is current, else its commit's."""
+    if RUN["current"]:
+        return (ROOT / path).read_bytes() if (ROOT / path).is_file() else None
+    shown = subprocess.run(["git", "show", f"{RUN['commit']}:{path}"], cwd=ROOT, capture_output=True)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def test_the_locked_params_are_the_params_yaml_of_the_run():
     locked = _lock_stages()["params"]["params"]["params.yaml"]
-    current = load_params(ROOT / "params.yaml")
+    current = parse_params(_file_at_run("params.yaml").decode(), "params.yaml")
     assert locked == {"profile": current["profile"], "profiles": current["profiles"]}, \
         "params.yaml changed since the committed run: rerun `make repro` and `make publish`, or revert it"
 
 
-def test_the_locked_code_is_the_current_code():
-    """Every file a stage ran (library modules, notebooks) is as the committed run had it, or `dvc status` is dirty."""
+def test_the_locked_code_is_the_code_of_the_run():
+    """Every file a stage ran (library modules, notebooks) is as the run had it, or `dvc status` is dirty."""
     changed = sorted({dep["path"] for stage in _lock_stages().values() for dep in stage.get("deps", [])
-                      if (ROOT / dep["path"]).is_file() and not dep["path"].startswith("data/")
-                      and _md5(ROOT / dep["path"]) != dep["md5"]})
+                      if not dep["path"].startswith("data/") and (content := _file_at_run(dep["path"])) is not None
+                      and hashlib.md5(content).hexdigest() != dep["md5"]})
     assert not changed, (f"{changed} changed since the committed run, so its summary is not this code's: "
                          "rerun `make repro` and `make publish`, and commit dvc.lock, the summary and docs/")
+
+
+def test_a_run_of_older_code_is_named_as_such_in_the_readme():
+    if RUN["current"]:
+        pytest.skip("the published run is the current code's")
+    readme = (ROOT / "README.md").read_text()
+    assert f"commit {RUN['commit'][:7]}" in readme and "not the current code" in readme
 
 
 def test_the_committed_summary_is_the_one_the_locked_run_wrote():
