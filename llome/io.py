@@ -109,7 +109,9 @@ def read_table(path) -> pd.DataFrame:
         raise ValueError(f"{path} is not a readable Parquet table ({type(error).__name__}: {error}); restore it "
                          "(e.g. `dvc checkout`) or rerun the stage that writes it") from error
     for column in table.columns:
-        if table[column].dtype == object and len(table) and isinstance(table[column].iloc[0], np.ndarray):
+        # The first row may be None (an unparsable generation has no sequence): look past it.
+        first = next((v for v in table[column] if v is not None), None) if table[column].dtype == object else None
+        if isinstance(first, np.ndarray):
             table[column] = [None if v is None else tuple(int(i) for i in v) for v in table[column]]
     return table
 

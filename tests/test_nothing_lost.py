@@ -395,3 +395,10 @@ def test_a_round_killed_after_saving_its_labels_resumes_without_paying_again(pro
     assert f.calls == 0
     for key in ("oracle_calls", "diagnostic_oracle_calls"):
         assert history[1][key] == project["history"][1][key], key
+
+
+def test_a_sequence_column_whose_first_row_is_missing_still_reads_back_as_tuples(tmp_path):
+    from llome.io import read_table, write_table
+
+    write_table(tmp_path / "t.parquet", pd.DataFrame({"sequence": [None, (1, 2), (3, 4)]}))
+    assert read_table(tmp_path / "t.parquet")["sequence"].tolist() == [None, (1, 2), (3, 4)]
