@@ -24,3 +24,23 @@ def tool_env() -> dict:
 def headless_chromium(browser: str, profile_dir: Path, *args: str) -> list[str]:
     return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile_dir}", *args]
+
+
+def copy_project(workdir: Path) -> Path:
+    """The project's files in `workdir`, as a fresh clone would have them, in a git repository of its own."""
+    import shutil
+
+    for name in project_files():
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, workdir / name)
+    subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)  # DVC keeps .gitignore files there
+    return workdir
+
+
+def committed_copy(workdir: Path) -> Path:
+    """`copy_project` with everything committed: DVC experiments are commits on top of a baseline."""
+    copy_project(workdir)
+    for command in (["config", "user.name", "llome test"], ["config", "user.email", "llome-test@localhost"],
+                    ["add", "-A"], ["commit", "-qm", "baseline"]):
+        subprocess.run(["git", *command], cwd=workdir, check=True, capture_output=True)
+    return workdir

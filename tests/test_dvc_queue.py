@@ -6,18 +6,16 @@ the project, so your workspace, data/ and experiments are untouched.
 """
 
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from scratch_project import project_files, tool_env
+from scratch_project import committed_copy, tool_env
 
 pytestmark = pytest.mark.pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
 QUEUE_TIMEOUT_S = 1200
 
 
@@ -47,16 +45,7 @@ def _experiments(show: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def queued_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("project")
-    for name in project_files():
-        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, workdir / name)
-    # Experiments are git commits on top of a baseline commit.
-    _run(workdir, "git", "init", "-q")
-    _run(workdir, "git", "config", "user.name", "llome test")
-    _run(workdir, "git", "config", "user.email", "llome-test@localhost")
-    _run(workdir, "git", "add", "-A")
-    _run(workdir, "git", "commit", "-qm", "baseline")
+    workdir = committed_copy(tmp_path_factory.mktemp("project"))
 
     start = time.monotonic()
     _dvc(workdir, "exp", "run", "--queue", "--name", "smoke-seed-3", "-S", "profile=smoke",

@@ -4,20 +4,18 @@ DVC writes `5e-06` back into params.yaml unquoted; the params stage must read it
 it on as a float. Marked `pipeline`: it runs DVC in a scratch git repository (about a minute).
 """
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from scratch_project import project_files, tool_env
+from scratch_project import committed_copy, tool_env
 
 from llome.io import read_json
 from llome.schema import DPOTrainConfig
 
 pytestmark = pytest.mark.pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(workdir: Path, *command: str) -> str:
@@ -28,14 +26,7 @@ def _run(workdir: Path, *command: str) -> str:
 
 
 def test_a_float_set_with_dvc_exp_run_reaches_the_stage_file_as_a_float(tmp_path):
-    for name in project_files():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, tmp_path / name)
-    _run(tmp_path, "git", "init", "-q")
-    _run(tmp_path, "git", "config", "user.name", "llome test")
-    _run(tmp_path, "git", "config", "user.email", "llome-test@localhost")
-    _run(tmp_path, "git", "add", "-A")
-    _run(tmp_path, "git", "commit", "-qm", "baseline")
+    committed_copy(tmp_path)
 
     _run(tmp_path, sys.executable, "-m", "dvc", "exp", "run", "params", "--name", "dpo-lr",
          "-S", "profiles.default.llome.methods.dpo.train.learning_rate=5e-6")

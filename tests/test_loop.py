@@ -1,9 +1,11 @@
+import copy
 import json
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+from toy_round import TOY_ROUND
 
 from llome.io import read_json, read_table
 from llome.loop import CountedOracle, OracleBudgetExceeded, margin_reward, round_dir, run_llome, run_trace
@@ -57,12 +59,7 @@ def _setup(copy_model, tmp_path):
     pairs.to_parquet(round_zero / "pairs.parquet")
     cfg = {
         "method": "marge", "objective": "marge", "rounds": 2, "function": "toy",
-        "generation": {"num_seeds": 6, "num_iterations": 2, "greedy": True, "temperatures": [0.8, 1.2],
-                       "num_samples": 3, "batch_size": 64, "temperature_schedule": True},
-        "selection": {"likelihood_quantile": 0.6, "num_to_label": 12},
-        "pairs": {"max_distance": 0.5, "num_neighbors": 10, "infeasible_fraction": 0.1, "max_pairs": 64},
-        "train": {"learning_rate": 1e-3, "num_train_epochs": 1, "per_device_train_batch_size": 8,
-                  "disable_tqdm": True, "logging_steps": 1000, "save_steps": 100000},
+        **copy.deepcopy(TOY_ROUND),
         "seed_data_oracle_calls": len(pool),
     }
     f.calls = 0

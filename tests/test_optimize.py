@@ -1,10 +1,12 @@
 """llome.optimize and the llome stage on an objective that is not an Ehrlich function, whose optimum is not 1."""
 
+import copy
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+from toy_round import TOY_ROUND
 
 import llome
 from llome.api import LlomeConfig
@@ -65,12 +67,7 @@ def test_llome_stage_runs_an_import_path_objective_with_its_own_optimum(copy_mod
     cfg = {
         "function": "tests.toy_objectives:counting_up_v8", "function_seed": 50494, "seeds": [0], "numerics": {"threads": 2},
         "method": "sft", "objective": "sft", "rounds": 1, "diagnostics": False,
-        "generation": {"num_seeds": 6, "num_iterations": 2, "greedy": True, "temperatures": [0.8, 1.2],
-                       "num_samples": 3, "batch_size": 64, "temperature_schedule": True},
-        "selection": {"likelihood_quantile": 0.6, "num_to_label": 12},
-        "pairs": {"max_distance": 0.5, "num_neighbors": 10, "infeasible_fraction": 0.1, "max_pairs": 64},
-        "train": {"learning_rate": 1e-3, "num_train_epochs": 1, "per_device_train_batch_size": 8,
-                  "disable_tqdm": True, "logging_steps": 1000, "save_steps": 100000},
+        **copy.deepcopy(TOY_ROUND),
         "seed_data_oracle_calls": len(pool),
     }
     rounds, trace = llome_method(cfg, tmp_path / "seed", tmp_path / "sft", tmp_path / "llome", progress=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from scratch_project import headless_chromium, project_files, tool_env
+from scratch_project import copy_project, headless_chromium, tool_env
 
 from llome.compare import fingerprint, read_lock, report
 from llome.numerics import cpu_flags, cpu_model
@@ -40,10 +40,7 @@ def _set_profile(workdir: Path, profile: str) -> None:
 
 
 def _scratch_project(workdir: Path) -> Path:
-    for name in project_files():
-        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, workdir / name)
-    subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)  # DVC keeps .gitignore files; no identity needed
+    copy_project(workdir)
     _set_profile(workdir, "smoke")
     return workdir
 
