@@ -11,6 +11,9 @@
 # Pythia-2.8B) trained with the default profile's from-scratch settings, pairs capped at 20,000 per round and
 # 1,024 sequences decoded at once. It runs the GA seed data, round 0 (SFT), then MargE rounds until the next one
 # would not finish within GPU_CHECK_BUDGET_S seconds (default 480; a hard timeout stops it 2 minutes later).
+# Then, when a pretrained checkpoint is there (models/smollm2 from `make smollm2`, or any saved model directory
+# named by GPU_CHECK_PRETRAINED), round 0 and one MargE round with it at a small inner loop (20 seeds x 2
+# iterations x 25 decodings, n = 200), in 40% of the budget kept for it; timings.json["pretrained"] has its times.
 #
 # It writes to OUT_DIR: env.json (machine, GPU, versions), timings.json (each part's seconds), rounds.jsonl (each
 # round's metrics, its generation and training seconds and proposals per second), nvidia-smi.txt, and the run
@@ -58,6 +61,7 @@ if command -v nvidia-smi >/dev/null; then nvidia-smi > "$OUT/nvidia-smi.txt" 2>&
 cd "$ROOT"
 timeout "$((BUDGET_S + 120))" "$PY" - "$OUT" "$MODE" "$BUDGET_S" <<'PY'
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -142,9 +146,12 @@ save_timings()
 method = stages["llome_marge"]
 function = load_function(method["function"], seed=method["function_seed"])
 run_dir, last = work / "llome_marge" / "seed_0", 0.0
+# A pretrained-model round (below) runs after these; when a checkpoint is there, it keeps 40% of the budget.
+wants_pretrained = bool(os.environ.get("GPU_CHECK_PRETRAINED")) or (not dry and Path("models/smollm2").is_dir())
+pretrained_reserve = 0.4 * budget if wants_pretrained else 0.0
 timings["rounds_s"] = []
 for index in range(1, cfg["llome"]["rounds"] + 1):
-    if time.perf_counter() - started + 1.2 * last > budget:
+    if time.perf_counter() - started + 1.2 * last > budget - pretrained_reserve:
         break  # the next round would not finish in the budget
     method["rounds"] = index  # run_llome resumes: only round `index` runs
     t = time.perf_counter()
@@ -166,6 +173,72 @@ for index in range(1, cfg["llome"]["rounds"] + 1):
           f"{metrics['num_candidates']} proposals, best labelled {metrics['labelled'].get('best_score')}",
           flush=True)
 timings["rounds_done"] = len(timings["rounds_s"])
+save_timings()
+
+
+def pretrained_model():
+    """(directory, gguf file or None) of the pretrained checkpoint to try, or None when there is none."""
+    named = os.environ.get("GPU_CHECK_PRETRAINED")
+    folder = Path(named) if named else (None if dry else Path("models/smollm2"))
+    if folder is None or not folder.is_dir():
+        return None
+    ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    if ggufs:
+        return folder, ggufs[0]
+    return (folder, None) if (folder / "config.json").exists() else None
+
+
+# One MargE round of a pretrained LLM (`make smollm2`, or GPU_CHECK_PRETRAINED=<dir>), at an inner loop small
+# enough to finish in what is left of the budget: its seconds per round and proposals per second are what a
+# pretrained-model profile on this GPU would cost.
+found = pretrained_model()
+if found is None:
+    timings["pretrained"] = "skipped: no checkpoint (run `make smollm2` first, or set GPU_CHECK_PRETRAINED)"
+else:
+    folder, gguf = found
+    p_cfg = load_profile(Path("params.yaml"), "paper")
+    p_sizes = {
+        "seeds": [0], "device": "cpu" if dry else "auto", "launcher.num_processes": 1 if dry else gpus,
+        "model.name_or_path": str(folder), "model.gguf_file": gguf, "pairs.max_pairs": 16 if dry else 2000,
+        "sft.num_train_epochs": 1, "sft.per_device_train_batch_size": 8,
+        "llome.methods": {"marge": {"objective": "marge", "train": {
+            "learning_rate": 1e-5, "num_train_epochs": 1, "per_device_train_batch_size": 8, "warmup_steps": 0.05,
+            "alpha": 1.0, "beta": 10.0}}},
+        "llome.generation.num_seeds": 2 if dry else 20, "llome.generation.num_iterations": 1 if dry else 2,
+        "llome.generation.num_samples": 1 if dry else 4, "llome.generation.batch_size": 64 if dry else 512,
+        "llome.selection.num_to_label": 4 if dry else 200, "llome.rounds": 1,
+    }
+    for path, value in p_sizes.items():
+        *parents, leaf = path.split(".")
+        node = p_cfg
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    for train in [p_cfg["sft"], *(m["train"] for m in p_cfg["llome"]["methods"].values())]:
+        train["disable_tqdm"] = True
+    problems = check_profile(p_cfg)
+    if problems:
+        sys.exit("the pretrained check's profile is not valid:\n  " + "\n  ".join(f"{w}: {m}" for w, m in problems))
+    p_stages = stage_configs(p_cfg)
+    t = time.perf_counter()
+    round_zero(p_stages["sft"], work / "seed", work / "pretrained_sft")
+    p_round0 = time.perf_counter() - t
+    p_method = p_stages["llome_marge"]
+    p_run_dir = work / "pretrained_marge" / "seed_0"
+    t = time.perf_counter()
+    p_metrics = run_llome(p_method, function=function, seed_table=read_seed_table(work / "seed", 0),
+                          round_zero_dir=seed_dir(work / "pretrained_sft", 0), run_dir=p_run_dir, seed=0,
+                          progress=False)[-1]
+    p_seconds = time.perf_counter() - t
+    p_steps = round_timing(p_run_dir, 1)
+    timings["pretrained"] = {
+        "model": str(folder / gguf) if gguf else str(folder), "round0_sft_s": round(p_round0, 2),
+        "round_s": round(p_seconds, 2), "generation_s": round(p_steps["generation"], 2),
+        "training_s": round(p_steps["training"], 2), "proposals": p_metrics["num_candidates"],
+        "proposals_per_s": round(p_metrics["num_candidates"] / max(p_steps["generation"], 1e-9), 1),
+        "labelled": p_metrics["oracle_calls"], "in_range": p_metrics["generation"].get("in_range"),
+    }
+    print(f"pretrained {folder}: round 0 {p_round0:.0f} s, one MargE round {p_seconds:.0f} s", flush=True)
 save_timings()
 print(json.dumps(timings))
 PY
