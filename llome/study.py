@@ -669,4 +669,8 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Through the imported module, so that jobs name llome.study's functions, which a worker or node imports, and not
+    # this __main__'s (submitit's cloudpickle would copy those by value).
+    from llome import study
+
+    study.main()
