@@ -19,11 +19,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal, Mapping
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from llome import numerics
-from llome.schema import ConfigError, PositiveFloat, PositiveInt, Section
+from llome.schema import PositiveFloat, PositiveInt, Section
 
 KINDS = ("serial", "process", "submitit")
 
@@ -42,6 +42,12 @@ class ExecutorSettings(Section):
     submitit: SubmititSettings | None = None
 
     optional_keys: ClassVar[frozenset[str]] = frozenset({"max_workers", "submitit"})
+
+    @model_validator(mode="after")
+    def _submitit_has_a_folder(self):
+        if self.kind == "submitit" and self.submitit is None:
+            raise ValueError("kind submitit needs a `submitit` section with at least `folder` (its logs and pickles)")
+        return self
 
 
 class ExecutorError(RuntimeError):
@@ -146,8 +152,6 @@ def _submitit(jobs: list[Job], settings: ExecutorSettings, bar) -> list[Outcome]
     except ImportError:
         raise ExecutorError("executor kind 'submitit' needs the submitit package, which the lock file does not "
                             "install: pip install submitit (into .venv), or choose kind 'process'") from None
-    if settings.submitit is None:
-        raise ConfigError("executor kind 'submitit' needs an executor.submitit section with at least `folder`")
     executor = submitit.AutoExecutor(folder=settings.submitit.folder)
     # A node gets the CPUs its job's threads use, unless the settings say otherwise.
     executor.update_parameters(**{"cpus_per_task": max(job.threads for job in jobs), **settings.submitit.parameters})

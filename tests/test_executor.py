@@ -93,6 +93,8 @@ def test_executor_settings_are_checked():
         ExecutorSettings.model_validate({"kind": "process", "max_workers": 0})
     with pytest.raises(ValidationError, match="max_worker"):
         ExecutorSettings.model_validate({"kind": "process", "max_worker": 2})  # a typo
+    with pytest.raises(ValidationError, match="needs a `submitit` section"):
+        ExecutorSettings.model_validate({"kind": "submitit"})
     assert ExecutorSettings.model_validate({"kind": "process"}).max_workers == 1
 
 
