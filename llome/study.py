@@ -259,8 +259,9 @@ def _seed_problems(settings: StudySettings) -> list[tuple[str, str]]:
     for seed in sorted(set(reported)):
         uses = [purpose for purpose, seeds in settings.seeds.tuning.items() if seed in seeds]
         if uses:
-            problems.append(("seeds.reported", f"seed {seed} is a tuning seed (seeds.tuning.{', seeds.tuning.'.join(uses)}): "
-                                               "a reported seed must not be one a setting was chosen on"))
+            where = ", ".join(f"seeds.tuning.{purpose}" for purpose in uses)
+            problems.append(("seeds.reported", f"seed {seed} is a tuning seed ({where}): a reported seed must not be "
+                                               "one a setting was chosen on"))
     if settings.for_claims and len(set(reported)) < MIN_CLAIM_SEEDS:
         problems.append(("seeds.reported", f"tables for the claims need at least {MIN_CLAIM_SEEDS} reported seeds, "
                                            f"got {len(set(reported))} (set for_claims: false for a trial study)"))
@@ -615,8 +616,9 @@ def write_tables(study: Study, data_dir: str | Path, tables_dir: str | Path,
     data_dir, tables_dir = Path(data_dir), Path(tables_dir)
     tables = {"instances": instances_table(study), "trace": trace_table(study, data_dir),
               "rounds": rounds_table(study, data_dir), "calibration": calibration_table(study, data_dir)}
-    sort = {"instances": ["instance"], "trace": ["instance", "method", "seed", "oracle_calls"],
-            "rounds": ["instance", "method", "seed", "round"], "calibration": ["instance", "method", "seed", "round", "bin"]}
+    runs = ["instance", "method", "seed"]
+    sort = {"instances": ["instance"], "trace": [*runs, "oracle_calls"], "rounds": [*runs, "round"],
+            "calibration": [*runs, "round", "bin"]}
     for name, table in tables.items():
         table = table.sort_values(sort[name], kind="stable").reset_index(drop=True)
         tables[name] = table

@@ -1,4 +1,5 @@
-"""Toy jobs for tests/test_executor.py, in a module of their own: a spawned worker imports a job by its module's name."""
+"""Toy jobs for tests/test_executor.py, in a module of their own: a spawned worker imports a job by its
+module's name."""
 
 import hashlib
 from pathlib import Path

@@ -52,7 +52,8 @@ def test_a_failed_job_is_named_once_the_others_have_finished(tmp_path):
     jobs = [Job("first", touch, {"path": str(tmp_path / "first")}),
             Job("broken seed 3", fail, {"message": "the seed table is damaged"}),
             Job("last", touch, {"path": str(tmp_path / "last")})]
-    with pytest.raises(JobsFailed, match=r"1 of 3 job\(s\) failed[\s\S]*broken seed 3: ValueError: the seed table") as raised:
+    failed = r"1 of 3 job\(s\) failed[\s\S]*broken seed 3: ValueError: the seed table"
+    with pytest.raises(JobsFailed, match=failed) as raised:
         run_jobs(jobs, {"kind": "serial"}, progress=False)
     assert (tmp_path / "first").exists() and (tmp_path / "last").exists()
     assert [o.job.label for o in raised.value.failed] == ["broken seed 3"]
