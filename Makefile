@@ -16,7 +16,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test smoke plots publish compare fingerprint lock browser ci clean-venv lambo-env lambo-lock lambo-test clean-lambo-venv smollm2
+.PHONY: setup repro test smoke claims claims-smoke plots publish compare fingerprint lock browser ci clean-venv lambo-env lambo-lock lambo-test clean-lambo-venv smollm2
 
 setup: $(STAMP) $(HOOK)
 
@@ -47,6 +47,15 @@ test: $(STAMP) $(HOOK)
 # project (your data/ and experiments are untouched).
 smoke: $(STAMP) $(HOOK)
 	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py tests/test_dvc_queue.py tests/test_dvc_set_float.py
+
+# The claims study (study/dvc.yaml, its own lock): every (instance, method, seed) job of study/params.yaml, resumed where
+# it stopped, then study/tables/ and the claims' verdicts. `make repro` neither runs nor changes it.
+claims: $(STAMP) $(HOOK)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro study/dvc.yaml
+
+# The smoke study end to end in a scratch copy of the project (your data/ and study/tables/ are untouched).
+claims-smoke: $(STAMP) $(HOOK)
+	$(BIN)/python -m pytest -q -m pipeline tests/test_study_pipeline.py
 
 # `dvc plots show` as a page that opens offline (dvc_plots/index.html).
 plots: $(STAMP)

@@ -75,6 +75,22 @@ def test_module_files_follows_every_kind_of_import(monkeypatch, tmp_path):
     assert names(provenance.module_files(["numpy"])) == []
 
 
+STUDY_STAGES = yaml.safe_load((ROOT / "study" / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("name, stage", list(STUDY_STAGES.items()), ids=list(STUDY_STAGES))
+def test_study_code_deps_are_exactly_the_modules_the_stage_reaches(name, stage):
+    """study/dvc.yaml's stages run from the root (wdir ..), so their deps are root-relative like dvc.yaml's."""
+    assert stage.get("wdir") == "..", name
+    entry = reached_modules(stage["cmd"])[0]
+    if not (ROOT / (entry.replace(".", "/") + ".py")).exists():
+        pytest.skip(f"{entry} is not in this checkout yet")
+    expected = {str(p.relative_to(ROOT)) for p in module_files(reached_modules(stage["cmd"]))}
+    declared = {d for d in stage["deps"] if d.startswith("llome/")}
+    assert declared == expected, (f"study stage {name}: missing {sorted(expected - declared)}, "
+                                  f"not reached {sorted(declared - expected)}")
+
+
 def test_stage_modules_do_not_reach_each_other():
     reached = {str(p.relative_to(PACKAGE_ROOT)) for p in module_files(["llome.stages.seed_data"])}
     assert "stages/llome_rounds.py" not in reached and "train.py" not in reached and "plots.py" not in reached

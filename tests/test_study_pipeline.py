@@ -1,0 +1,147 @@
+"""The smoke study end to end in a scratch copy of the project (`make claims-smoke`): study/dvc.yaml's study stage,
+its tables, the pairing on disk, a rerun that reuses every job, and the same tables from serial and parallel runs.
+
+Marked `pipeline`: `make test` leaves it out. About 15 minutes on 2 cores (the smoke study runs twice).
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from scratch_project import project_files, tool_env
+
+from llome.provenance import RECORD_FILE, STALE_MARK
+from llome.study import ROUND_METRICS, load_study
+
+pytestmark = pytest.mark.pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN, SOLVABLE = "ehr_v-32_l-032_m-4_c-4_q-4", "ehr_v-32_l-032_m-4_c-2_q-4"
+TABLES = ["instances.csv", "trace.csv", "rounds.csv", "calibration.csv", "seeds.json"]
+REWRITTEN = {"rounds.csv", "regret.csv", "timing.csv"}  # an LLOME job rewrites these, same bytes, even when reused
+
+
+def _run(workdir: Path, *args: str) -> str:
+    done = subprocess.run(list(args), cwd=workdir, env=tool_env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def _dvc(workdir: Path, *args: str) -> str:
+    return _run(workdir, sys.executable, "-m", "dvc", *args)
+
+
+def _study(workdir: Path, *args: str) -> str:
+    return _run(workdir, sys.executable, "-m", "llome.study", *args, "--no-progress")
+
+
+def _scratch_project(workdir: Path) -> Path:
+    for name in project_files():
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, workdir / name)
+    subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)
+    params = workdir / "study" / "params.yaml"
+    lines = ["study: smoke" if line.startswith("study:") else
+             "  max_workers: 2" if line.startswith("  max_workers:") else line
+             for line in params.read_text().splitlines()]
+    params.write_text("\n".join(lines) + "\n")
+    shutil.rmtree(workdir / "study" / "tables", ignore_errors=True)  # made here, not copied from the checkout
+    return workdir
+
+
+def files_under(directory: Path) -> dict:
+    return {str(p.relative_to(directory)): p for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    workdir = _scratch_project(tmp_path_factory.mktemp("project"))
+    log = _dvc(workdir, "repro", "study/dvc.yaml:study")
+    return workdir, log
+
+
+def test_the_smoke_study_writes_every_table(smoke_study):
+    workdir, _ = smoke_study
+    tables = workdir / "study" / "tables"
+    for name in [*TABLES, "timing.csv"]:
+        assert (tables / name).exists(), name
+    study = load_study(workdir / "study" / "params.yaml", workdir / "params.yaml")
+    assert study.name == "smoke"
+    cells = {(instance, method, seed) for instance, spec in study.settings.instances.items()
+             for method in spec.methods for seed in study.seeds}
+    trace = pd.read_csv(tables / "trace.csv")
+    assert set(zip(trace["instance"], trace["method"], trace["seed"])) == cells
+    instances = pd.read_csv(tables / "instances.csv").set_index("instance")
+    assert (trace.groupby("instance")["oracle_calls"].max() <= instances["oracle_budget"]).all()
+    rounds = pd.read_csv(tables / "rounds.csv")
+    llome = {c for c in cells if study.settings.methods[c[1]].llome is not None}
+    assert set(zip(rounds["instance"], rounds["method"], rounds["seed"])) == llome
+    assert list(rounds.columns) == ["instance", "method", "seed", "round", *ROUND_METRICS]
+    assert (rounds["paid_calls"] <= study.base["llome"]["selection"]["num_to_label"]).all()
+    assert json.loads((tables / "seeds.json").read_text())["reported"] == [10, 11]
+    timing = pd.read_csv(tables / "timing.csv")
+    assert len(timing) == 6 + 6 + 10 and (timing["seconds"] > 0).all()
+
+
+def test_the_methods_of_a_seed_share_its_seed_data_and_round_zero(smoke_study):
+    workdir, _ = smoke_study
+    data = workdir / "data" / "study"
+
+    def inputs(instance, method, seed):
+        return json.loads((data / instance / method / f"seed_{seed}" / f"seed_{seed}" / RECORD_FILE).read_text())[
+            "inputs"]
+
+    for seed in (10, 11):
+        base = [inputs(MAIN, m, seed) for m in ("llome_sft", "llome_marge", "llome_dpo")]
+        assert all(i == base[0] for i in base)
+        capacity = inputs(MAIN, "llome_marge_6x128", seed)
+        assert capacity["seed_data"] == base[0]["seed_data"]
+        assert capacity["round_zero_model"] != base[0]["round_zero_model"]
+    assert inputs(MAIN, "llome_marge", 10)["seed_data"] != inputs(MAIN, "llome_marge", 11)["seed_data"]
+    assert inputs(MAIN, "llome_marge", 10)["seed_data"] != inputs(SOLVABLE, "llome_marge", 10)["seed_data"]
+
+
+def test_a_rerun_reuses_every_job_and_keeps_the_timing(smoke_study):
+    workdir, _ = smoke_study
+    data, tables = workdir / "data" / "study", workdir / "study" / "tables"
+    before = {rel: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for rel, p in files_under(data).items()}
+    tables_before = {name: (tables / name).read_bytes() for name in [*TABLES, "timing.csv"]}
+    _study(workdir, "run")
+    after = files_under(data)
+    assert set(after) == set(before)  # nothing new, nothing moved aside
+    assert not [rel for rel in after if STALE_MARK in rel]
+    for rel, path in after.items():
+        if Path(rel).name in REWRITTEN:
+            assert path.read_bytes() == before[rel][2], rel
+        else:
+            assert (path.stat().st_ino, path.stat().st_mtime_ns) == before[rel][:2], rel
+    assert {name: (tables / name).read_bytes() for name in [*TABLES, "timing.csv"]} == tables_before
+    assert "study/dvc.yaml:study" not in json.loads(_dvc(workdir, "status", "--json", "study/dvc.yaml:study"))
+
+
+def test_serial_and_parallel_runs_make_the_same_tables(smoke_study):
+    workdir, _ = smoke_study
+    _study(workdir, "run", "--executor", "serial", "--data", "scratch/serial/data", "--tables", "scratch/serial/tables")
+    for name in TABLES:
+        assert (workdir / "scratch" / "serial" / "tables" / name).read_bytes() == \
+            (workdir / "study" / "tables" / name).read_bytes(), name
+
+
+def test_the_main_pipeline_does_not_see_the_study(smoke_study):
+    workdir, _ = smoke_study
+    stages = json.loads(_dvc(workdir, "status", "--json", "dvc.yaml"))
+    assert stages and not [stage for stage in stages if stage.startswith("study/")]
+
+
+def test_the_claims_stage_reads_the_tables(smoke_study):
+    workdir, _ = smoke_study
+    if not (workdir / "llome" / "claims.py").exists():
+        pytest.skip("llome/claims.py is not in this checkout yet")
+    _dvc(workdir, "repro", "study/dvc.yaml:claims")
+    assert json.loads((workdir / "metrics" / "claims.json").read_text())
+    assert (workdir / "docs" / "claims.md").read_text().strip()
