@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from scratch_project import project_files, tool_env
+from scratch_project import copy_project, tool_env
 
 from llome.provenance import RECORD_FILE, STALE_MARK
 from llome.study import ROUND_METRICS, load_study
@@ -41,10 +41,7 @@ def _study(workdir: Path, *args: str) -> str:
 
 
 def _scratch_project(workdir: Path) -> Path:
-    for name in project_files():
-        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, workdir / name)
-    subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)
+    copy_project(workdir)
     params = workdir / "study" / "params.yaml"
     lines = ["study: smoke" if line.startswith("study:") else
              "  max_workers: 2" if line.startswith("  max_workers:") else line
