@@ -19,7 +19,6 @@ from llome.study import ROUND_METRICS, load_study
 
 pytestmark = pytest.mark.pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
 MAIN, SOLVABLE = "ehr_v-32_l-032_m-4_c-4_q-4", "ehr_v-32_l-032_m-4_c-2_q-4"
 TABLES = ["instances.csv", "trace.csv", "rounds.csv", "calibration.csv", "seeds.json"]
 REWRITTEN = {"rounds.csv", "regret.csv", "timing.csv"}  # an LLOME job rewrites these, same bytes, even when reused
