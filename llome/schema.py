@@ -280,15 +280,16 @@ class PromptedConfig(Model):
     name_or_path: Annotated[str, Field(strict=True, min_length=1)] = "models/smollm2"
     gguf_file: Annotated[str, Field(strict=True, min_length=1)] | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
     chat_template: Annotated[str, Field(strict=True, min_length=1)] | None = None  # None: the tokenizer's own
-    rounds: PositiveInt = 3
-    num_samples: PositiveInt = 32  # proposals drawn per round
+    # Sized for SmolLM2 on 2 CPU cores: 3 seeds in about 25 minutes, 50 at worst (docs/prompted.md has the arithmetic).
+    rounds: PositiveInt = 4
+    num_samples: PositiveInt = 24  # proposals drawn per round
     num_to_label: PositiveInt = 24  # n: the most oracle calls a round pays for
     num_examples: PositiveInt = 8  # scored sequences shown in the prompt
     num_best: NonNegativeInt = 4  # of which the best labelled so far; the rest are random feasible seed data
-    temperature: PositiveFloat = 1.0  # greedy decoding would give one proposal per prompt
+    temperature: PositiveFloat = 0.7  # not tuned; greedy decoding would give one proposal per prompt
     max_new_tokens: PositiveInt | None = None  # None: the widest list of L states, plus a little for a preamble
     reply_prefix: Annotated[str, Field(strict=True)] = "["  # the assistant's reply starts with it; "" leaves it free
-    batch_size: PositiveInt = 32  # rows decoded at once
+    batch_size: PositiveInt = 24  # rows decoded at once; each chunk draws its own random stream
 
     @field_validator("num_to_label")
     @classmethod
