@@ -111,7 +111,8 @@ def seed_summary(seed: int, seed_table: pd.DataFrame, history: list[dict], label
             "oracle_calls": int(len(scores)),  # paid in the rounds, on top of the seed data's
             "labels_short": int(sum(m["labels_short"] for m in history)),
             "feasible": float(np.isfinite(scores).mean()) if len(scores) else float("nan"),
-            "best_value": best, "seed_data_best_value": seed_best,
+            "best_value": best,  # of its own labels (NaN when it labelled none); the trace adds the seed data's
+            "seed_data_best_value": seed_best,
             "improved_on_seed_data": bool(len(scores) and best > seed_best)}
 
 
