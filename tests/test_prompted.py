@@ -18,16 +18,18 @@ from llome.models import build_model, save_model_and_tokenizer
 from llome.objective import CountingUp
 from llome.prompted import (
     ModelSampler,
+    PromptedConfig,
     build_messages,
     choose_examples,
     format_score,
     list_tokens,
+    prompted_config,
     prompted_trace,
     read_reply,
     render_prompt,
     run_prompted,
 )
-from llome.schema import ConfigError, PromptedConfig, prompted_config
+from llome.schema import ConfigError
 from llome.stages.common import seed_data_path
 from llome.stages.prompted import prompted_method
 from llome.text import OUT_OF_RANGE, STATUSES, UNPARSABLE, VALID, WRONG_LENGTH, format_sequence

@@ -18,9 +18,9 @@ from llome import smollm2
 from llome.io import read_json, write_csv, write_json
 from llome.models import build_model, load_tokenizer, resolve_device
 from llome.objective import optimum_of
-from llome.prompted import ModelSampler, prompted_trace, run_prompted
+from llome.prompted import ModelSampler, PromptedConfig, prompted_config, prompted_trace, run_prompted
 from llome.provenance import claim, file_digest, make_record, model_digest, result_config, table_digest
-from llome.schema import ConfigError, PromptedConfig, prompted_config
+from llome.schema import ConfigError
 from llome.stages.common import apply_numerics, load_function, read_seed_table, seed_dir
 
 METHOD = "prompted"
