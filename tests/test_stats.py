@@ -98,6 +98,20 @@ def test_sign_test_hand_values():
     assert sign_test([0.5, 0.5], [0.5, 0.5]) == 1.0
 
 
+@pytest.mark.parametrize("differences", [
+    [0.25, 0.25, 0.5, -0.25, 0.75, 0.5],
+    [1, 1, 1, 1, 1, 1, 1, 1],
+    [-0.5, 0.25, 0.25, -0.25, 0.5, 0.5, 1.0, 0.25, -1.0, 0.75],
+    [2, -2, 3, 3, -1, 1, 4],
+])
+def test_wilcoxon_with_ties_matches_scipys_enumeration_of_sign_flips(differences):
+    # Tied magnitudes take the vectorised path; scipy's own (one statistic call per flip) is the reference.
+    differences = np.array(differences, dtype=float)
+    assert np.unique(np.abs(differences)).size < differences.size
+    expected = scipy_stats.wilcoxon(differences, alternative="two-sided").pvalue
+    assert wilcoxon_signed_rank(differences, np.zeros_like(differences)) == pytest.approx(expected, rel=1e-12)
+
+
 def test_wilcoxon_matches_scipy_and_handles_zero_differences():
     a = np.array([2.1, 3.4, 1.9, 5.0, 4.2, 3.3, 2.8, 4.9])
     b = np.array([1.0, 3.0, 2.5, 3.1, 3.2, 3.3, 1.1, 2.0])
