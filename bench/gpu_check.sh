@@ -105,19 +105,26 @@ if dry:
         "llome.generation.num_seeds": 4, "llome.generation.num_iterations": 1, "llome.generation.num_samples": 1,
         "llome.generation.batch_size": 64, "llome.selection.num_to_label": 8, "llome.rounds": 1,
     })
-cfg = load_profile(Path("params.yaml"), "paper")
-for path, value in sizes.items():
-    *parents, leaf = path.split(".")
-    node = cfg
-    for key in parents:
-        node = node[key]
-    node[leaf] = value
-for train in [cfg["sft"], *(m["train"] for m in cfg["llome"]["methods"].values())]:
-    train["disable_tqdm"] = True
-problems = check_profile(cfg)
-if problems:
-    sys.exit("the resized paper profile is not valid:\n  " + "\n  ".join(f"{where}: {what}" for where, what in problems))
-stages = stage_configs(cfg)
+
+
+def resized_paper_profile(sizes: dict, what: str) -> tuple[dict, dict]:
+    """The paper profile with `sizes` (dotted key paths) put in: (the profile, its stage configs)."""
+    profile = load_profile(Path("params.yaml"), "paper")
+    for path, value in sizes.items():
+        *parents, leaf = path.split(".")
+        node = profile
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    for train in [profile["sft"], *(m["train"] for m in profile["llome"]["methods"].values())]:
+        train["disable_tqdm"] = True
+    problems = check_profile(profile)
+    if problems:
+        sys.exit(f"{what} is not valid:\n  " + "\n  ".join(f"{where}: {why}" for where, why in problems))
+    return profile, stage_configs(profile)
+
+
+cfg, stages = resized_paper_profile(sizes, "the resized paper profile")
 
 env = {"mode": mode, "machine": describe_machine(), "torch": torch.__version__, "cuda": torch.version.cuda, "num_gpus": gpus,
        "gpus": [torch.cuda.get_device_name(i) for i in range(gpus)],
@@ -196,7 +203,6 @@ if found is None:
     timings["pretrained"] = "skipped: no checkpoint (run `make smollm2` first, or set GPU_CHECK_PRETRAINED)"
 else:
     folder, gguf = found
-    p_cfg = load_profile(Path("params.yaml"), "paper")
     p_sizes = {
         "seeds": [0], "device": "cpu" if dry else "auto", "launcher.num_processes": 1 if dry else gpus,
         "model.name_or_path": str(folder), "model.gguf_file": gguf, "pairs.max_pairs": 16 if dry else 2000,
@@ -208,18 +214,7 @@ else:
         "llome.generation.num_samples": 1 if dry else 4, "llome.generation.batch_size": 64 if dry else 512,
         "llome.selection.num_to_label": 4 if dry else 200, "llome.rounds": 1,
     }
-    for path, value in p_sizes.items():
-        *parents, leaf = path.split(".")
-        node = p_cfg
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    for train in [p_cfg["sft"], *(m["train"] for m in p_cfg["llome"]["methods"].values())]:
-        train["disable_tqdm"] = True
-    problems = check_profile(p_cfg)
-    if problems:
-        sys.exit("the pretrained check's profile is not valid:\n  " + "\n  ".join(f"{w}: {m}" for w, m in problems))
-    p_stages = stage_configs(p_cfg)
+    _, p_stages = resized_paper_profile(p_sizes, "the pretrained check's profile")
     t = time.perf_counter()
     round_zero(p_stages["sft"], work / "seed", work / "pretrained_sft")
     p_round0 = time.perf_counter() - t
