@@ -34,7 +34,8 @@ def run_inputs() -> dict[str, str]:
 
 
 def lambo2_method(cfg: dict, seed_data_dir: Path, out_dir: Path, progress: bool = True):
-    """Returns (one row of metrics per seed and round, the regret trace of every seed)."""
+    """Returns (one row of metrics per seed and round, the regret trace of every seed). `progress` is taken as
+    every stage takes it; the runner shows no progress bars, and each round logs one line."""
     settings = lambo_settings(cfg)  # a bad setting fails here, naming it
     python = lambo.lambo_python()  # and a missing LaMBO environment here, before any work
     apply_numerics(cfg)
