@@ -214,13 +214,9 @@ def resolve_device(name: str) -> torch.device:
 def train_model(cfg, settings: dict, data: dict, checkpoint: Path, device: torch.device):
     """Train the tree; the first round's model is kept and every later round starts from it, as the
     authors' solver does (it reloads its pre-trained checkpoint each round and trains on all labels)."""
-    first_call = not checkpoint.exists()
-    epochs = settings["max_epochs"] if first_call else settings["retrain_epochs"]
-    # The cosine schedule (stepped once an epoch) spans this call's epochs, so a retraining shorter than the first
-    # training still ends annealed, as the authors' equal 16 and 16 do.
-    cfg.tree.fit_cfg.lr_scheduler.num_training_steps = epochs
     model = hydra.utils.instantiate(cfg.tree)
     model.build_tree(cfg, skip_task_setup=True)
+    first_call = not checkpoint.exists()
     if not first_call:
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     for task_key, task in model.task_dict.items():
@@ -230,7 +226,7 @@ def train_model(cfg, settings: dict, data: dict, checkpoint: Path, device: torch
         raise ValueError("precision 16 needs a CUDA device (Lightning 1.9 trains in fp16 on GPUs only)")
     on_gpu = device.type == "cuda"
     trainer = lightning.Trainer(
-        max_epochs=epochs,
+        max_epochs=settings["max_epochs"] if first_call else settings["retrain_epochs"],
         num_sanity_val_steps=0, accelerator="gpu" if on_gpu else "cpu", devices=[device.index or 0] if on_gpu else 1,
         precision=settings["precision"], logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
