@@ -7,7 +7,8 @@ ehr_v-32_l-032_m-4_c-4_q-4 at the paper's function seed; every distinct particle
 rounds of LaMBO-2 per size through llome.lambo (its environment: `make lambo-env`), n = 500 proposals a round
 as in the default profile. Sizes: "authors" is the authors' configuration; "profile" is params.yaml's default
 `lambo2` section, what the pipeline's stage runs; "small" shrinks the model, the epochs and the steps. Round 1
-trains from scratch and later rounds retrain from its model, so `--rounds 2` times both kinds.
+trains from scratch and later rounds retrain from its model, so `--rounds 2` times both kinds. As in the stage,
+one runner process answers every round of a size (its start-up, mostly imports, lands in round 1).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from llome.config import load_profile
 from llome.ehrlich import Ehrlich
 from llome.ga import GAConfig, run_ga
-from llome.lambo import LamboSettings, lambo_python, round_timing, run_lambo
+from llome.lambo import LamboServer, LamboSettings, lambo_python, round_timing, run_lambo
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION, FUNCTION_SEED = "ehr_v-32_l-032_m-4_c-4_q-4", 50494
@@ -64,10 +65,10 @@ def main() -> None:
         settings = sizes()[size]
         if args.num_steps is not None:
             settings = LamboSettings(**{**settings.model_dump(), "num_steps": args.num_steps})
-        with tempfile.TemporaryDirectory() as run_dir:
+        with tempfile.TemporaryDirectory() as run_dir, LamboServer(python) as runner:
             started = time.perf_counter()
             history = run_lambo(function, seed_table, settings, args.rounds, seed=0, run_dir=Path(run_dir),
-                                python=python)
+                                runner=runner)
             seconds = time.perf_counter() - started
             timings = [round_timing(Path(run_dir), m["round"]) for m in history]
         run = {"size": size, "settings": settings.model_dump(), "seconds": seconds, "rounds": [

@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,13 +68,78 @@ def lambo_python(venv: Path | None = None) -> Path:
     return python
 
 
+def _runner_env() -> dict:
+    return {**os.environ, "WANDB_MODE": "disabled"}
+
+
+class LamboServer:
+    """One runner process answering every round it is given (`lambo/runner.py --serve`), so that its imports,
+    about 11 s of a round on 2 cores, are paid once per stage instead of once a round. It starts on its first
+    request: a run whose rounds are all done starts none. Use it as a context manager.
+
+    Each request runs as a one-shot call's would (the runner seeds everything and builds a fresh model each
+    time; tests/test_lambo.py holds their proposals equal). Its log goes to a temporary file, and each call's
+    part of it to that call's `runner.log`, as a one-shot call's does.
+    """
+
+    def __init__(self, python: Path):
+        self.python = Path(python)
+        self.process: subprocess.Popen | None = None
+        self.log = None
+
+    def __enter__(self) -> LamboServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="lambo-runner-", suffix=".log")
+        self.process = subprocess.Popen([str(self.python), "-I", str(RUNNER), "--serve"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.log, text=True, env=_runner_env())
+
+    def answer(self, request_path: Path, response_path: Path, log_path: Path) -> int:
+        """0 once the runner has written `response_path`, else its exit status (1 when it is still running)."""
+        if self.process is None or self.process.poll() is not None:
+            self.close()
+            self._start()
+        self.log.seek(0, os.SEEK_END)
+        start = self.log.tell()
+        try:
+            self.process.stdin.write(f"{request_path}\t{response_path}\n")
+            self.process.stdin.flush()
+            reply = self.process.stdout.readline().strip()
+        except BrokenPipeError:
+            reply = ""
+        self.log.seek(start)
+        log_path.write_text(self.log.read())
+        if reply == "ok":
+            return 0
+        status = self.process.poll()
+        return 1 if status is None or status == 0 else status
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
 def _json_scores(scores: np.ndarray) -> list:
     return [float(s) if math.isfinite(s) else None for s in np.asarray(scores, dtype=np.float64)]
 
 
-def propose(python: Path, sequences: np.ndarray, scores: np.ndarray, rounds: np.ndarray, num_states: int,
-            settings: LamboSettings, seed: int, work_dir: Path, state_dir: Path) -> dict:
-    """One runner call: the labelled data in, `settings.num_proposals` sequences out (validated)."""
+def propose(runner: Path | LamboServer, sequences: np.ndarray, scores: np.ndarray, rounds: np.ndarray,
+            num_states: int, settings: LamboSettings, seed: int, work_dir: Path, state_dir: Path) -> dict:
+    """One runner call: the labelled data in, `settings.num_proposals` sequences out (validated). `runner` is the
+    LaMBO environment's interpreter (a process for this call alone) or a LamboServer."""
     work_dir.mkdir(parents=True, exist_ok=True)
     sequences = np.asarray(sequences, dtype=np.int64)
     request = {
@@ -92,15 +158,17 @@ def propose(python: Path, sequences: np.ndarray, scores: np.ndarray, rounds: np.
     request_path.write_text(json.dumps(request))
     response_path.unlink(missing_ok=True)
     started = time.perf_counter()
-    with open(log_path, "w") as runner_log:
-        # -I: the runner sees only .lambo-venv, not this project's PYTHONPATH or working directory.
-        result = subprocess.run([str(python), "-I", str(RUNNER), str(request_path), str(response_path)],
-                                stdout=runner_log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "WANDB_MODE": "disabled"})
+    if isinstance(runner, LamboServer):
+        status = runner.answer(request_path, response_path, log_path)
+    else:
+        with open(log_path, "w") as runner_log:
+            # -I: the runner sees only .lambo-venv, not this project's PYTHONPATH or working directory.
+            status = subprocess.run([str(runner), "-I", str(RUNNER), str(request_path), str(response_path)],
+                                    stdout=runner_log, stderr=subprocess.STDOUT, env=_runner_env()).returncode
     seconds = time.perf_counter() - started
-    if result.returncode != 0 or not response_path.exists():
+    if status != 0 or not response_path.exists():
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-        raise LamboRunnerError(f"lambo/runner.py exited with {result.returncode} (log {log_path}):\n{tail}")
+        raise LamboRunnerError(f"lambo/runner.py failed with status {status} (log {log_path}):\n{tail}")
     response = json.loads(response_path.read_text())
     expected = (settings.num_proposals, sequences.shape[1])
     for key in ("proposals", "starting_points"):
@@ -149,7 +217,7 @@ def _check_checkpoint(model_dir: Path) -> None:
 
 
 def lambo_round(index: int, *, run_dir: Path, function, pool: pd.DataFrame, settings: LamboSettings, seed: int,
-                python: Path) -> dict:
+                runner: Path | LamboServer) -> dict:
     """One LaMBO-2 round; returns its metrics. Pays for exactly `settings.num_proposals` labels.
 
     `pool` holds every label so far (sequence, score, round). The runner trains on it (round 1 from scratch,
@@ -170,7 +238,7 @@ def lambo_round(index: int, *, run_dir: Path, function, pool: pd.DataFrame, sett
             shutil.rmtree(model_dir, ignore_errors=True)
         else:
             _check_checkpoint(model_dir)
-        response = propose(python, as_array(pool["sequence"]), pool["score"].to_numpy(np.float64),
+        response = propose(runner, as_array(pool["sequence"]), pool["score"].to_numpy(np.float64),
                            pool["round"].to_numpy(np.int64), function.num_states, settings,
                            seed=round_seed(seed, index), work_dir=work / "runner", state_dir=model_dir)
         _save_proposals(work, response, pool)
@@ -230,16 +298,17 @@ def lambo_round(index: int, *, run_dir: Path, function, pool: pd.DataFrame, sett
 
 
 def run_lambo(function, seed_table: pd.DataFrame, settings: LamboSettings, num_rounds: int, seed: int,
-              run_dir: Path, python: Path | None = None) -> list[dict]:
+              run_dir: Path, runner: Path | LamboServer | None = None) -> list[dict]:
     """`num_rounds` rounds of LaMBO-2 from labelled seed data (sequence and score columns; paid for before),
-    resuming whatever is already done under `run_dir`; returns each round's metrics."""
-    python = python or lambo_python()
+    resuming whatever is already done under `run_dir`; returns each round's metrics. Without a `runner`, each
+    round starts the LaMBO environment's interpreter anew."""
+    runner = runner or lambo_python()
     pool = seed_table[["sequence", "score"]].assign(round=0)
     history = []
     for index in range(1, num_rounds + 1):
         started = time.perf_counter()
         metrics = lambo_round(index, run_dir=Path(run_dir), function=function, pool=pool, settings=settings,
-                              seed=seed, python=python)
+                              seed=seed, runner=runner)
         history.append(metrics)
         labelled = read_table(round_dir(run_dir, index) / "labelled.parquet")
         pool = pd.concat([pool, labelled[["sequence", "score", "round"]]], ignore_index=True)

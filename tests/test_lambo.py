@@ -11,8 +11,8 @@ import pytest
 import llome.lambo as lambo
 from llome.ehrlich import Ehrlich
 from llome.io import read_table
-from llome.lambo import (LAMBO_VENV, MODEL_DIR, MODEL_FILE, LamboEnvironmentError, LamboSettings, lambo_python,
-                         round_dir, run_lambo)
+from llome.lambo import (LAMBO_VENV, MODEL_DIR, MODEL_FILE, LamboEnvironmentError, LamboServer, LamboSettings,
+                         lambo_python, round_dir, run_lambo)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,6 +88,21 @@ def test_lambo_two_toy_rounds(tmp_path, record_property):
     feasible = float(np.isfinite(labelled["score"]).mean())
     record_property("lambo_feasible_fraction", feasible)
     print(f"LaMBO-2 toy run: feasible fraction {feasible:.3f}, rounds {history}")
+
+
+@pytest.mark.lambo
+@needs_lambo_venv
+def test_a_served_runner_proposes_what_a_runner_per_round_does(tmp_path):
+    """The stage keeps one runner process for all its rounds: each request must come out as a fresh process's."""
+    function = Ehrlich(num_states=8, dim=16, num_motifs=2, motif_length=4, quantization=4, seed=0)
+    seed_table = toy_seed_table(function)
+    run_lambo(function, seed_table, TOY_SETTINGS, num_rounds=2, seed=3, run_dir=tmp_path / "one_shot")
+    with LamboServer(lambo_python()) as runner:
+        run_lambo(function, seed_table, TOY_SETTINGS, num_rounds=2, seed=3, run_dir=tmp_path / "served", runner=runner)
+        assert runner.process is not None
+    for index in (1, 2):
+        pd.testing.assert_frame_equal(read_table(round_dir(tmp_path / "served", index) / "labelled.parquet"),
+                                      read_table(round_dir(tmp_path / "one_shot", index) / "labelled.parquet"))
 
 
 @pytest.mark.lambo

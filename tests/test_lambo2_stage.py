@@ -312,3 +312,34 @@ def test_a_changed_runner_moves_a_run_aside(project, monkeypatch, tmp_path):
     monkeypatch.setattr(lambo, "RUNNER", edited)
     _run(cfg, root)
     assert len(sorted((root / "lambo2").glob(f"seed_0{STALE_MARK}*"))) == 1
+
+
+# --- the served runner's failures --------------------------------------------------------------------------------
+
+
+def _fake_interpreter(tmp_path, body: str) -> Path:
+    """A stand-in for .lambo-venv/bin/python that speaks `runner.py --serve`'s protocol (it ignores its arguments)."""
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\n" + body)
+    python.chmod(0o755)
+    return python
+
+
+def _ask(runner, tmp_path, name):
+    sequences = np.array([[0, 1, 2, 3, 4, 5, 6, 7]] * 4)
+    return lambo.propose(runner, sequences, np.full(4, 0.5), np.zeros(4, dtype=int), 8,
+                         LamboSettings(num_proposals=4, device="cpu"), seed=0, work_dir=tmp_path / name,
+                         state_dir=tmp_path / "model")
+
+
+@pytest.mark.parametrize("body, status", [
+    ('while read line; do echo "Traceback: boom in training" >&2; echo error; done\n', 1),  # it answers, failing
+    ('read line; echo "Traceback: boom in training" >&2; exit 3\n', 3),                       # it dies
+])
+def test_a_failing_served_runner_is_named_with_its_log_and_a_dead_one_is_restarted(tmp_path, body, status):
+    with lambo.LamboServer(_fake_interpreter(tmp_path, body)) as runner:
+        for call in ("first", "second"):
+            with pytest.raises(lambo.LamboRunnerError, match=rf"failed with status {status} .*\n.*boom in training"):
+                _ask(runner, tmp_path, call)
+            assert "boom in training" in (tmp_path / call / "runner.log").read_text()  # this call's part of the log
+    assert runner.process is None

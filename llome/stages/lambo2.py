@@ -44,16 +44,18 @@ def lambo2_method(cfg: dict, seed_data_dir: Path, out_dir: Path, progress: bool 
         raise ValueError(f"lambo2.num_mutations_per_step={settings.num_mutations_per_step}: LaMBO-2 edits at most "
                          f"the function's L={function.dim} positions per step")
     rows, traces, timings = [], [], []
-    for seed in cfg["seeds"]:
-        seed_table = read_seed_table(seed_data_dir, seed)
-        run_dir = seed_dir(out_dir, seed)
-        inputs = {"seed_data": table_digest(seed_table), **run_inputs()}
-        claim(run_dir, make_record(result_config(cfg), code=[__name__], seed=seed, inputs=inputs))
-        history = lambo.run_lambo(function, seed_table, settings, cfg["rounds"], seed, run_dir, python=python)
-        rows.extend(flatten_round_metrics(metrics, seed) for metrics in history)
-        timings.extend({"seed": seed, "round": m["round"], **lambo.round_timing(run_dir, m["round"])} for m in history)
-        traces.append(lambo.lambo_trace(seed_table, cfg["seed_data_oracle_calls"], run_dir, cfg["rounds"],
-                                        optimum=optimum_of(function)).assign(seed=seed))
+    with lambo.LamboServer(python) as runner:
+        for seed in cfg["seeds"]:
+            seed_table = read_seed_table(seed_data_dir, seed)
+            run_dir = seed_dir(out_dir, seed)
+            inputs = {"seed_data": table_digest(seed_table), **run_inputs()}
+            claim(run_dir, make_record(result_config(cfg), code=[__name__], seed=seed, inputs=inputs))
+            history = lambo.run_lambo(function, seed_table, settings, cfg["rounds"], seed, run_dir, runner=runner)
+            rows.extend(flatten_round_metrics(metrics, seed) for metrics in history)
+            timings.extend({"seed": seed, "round": m["round"], **lambo.round_timing(run_dir, m["round"])}
+                           for m in history)
+            traces.append(lambo.lambo_trace(seed_table, cfg["seed_data_oracle_calls"], run_dir, cfg["rounds"],
+                                            optimum=optimum_of(function)).assign(seed=seed))
     rounds = pd.DataFrame(rows)
     trace = pd.concat(traces, ignore_index=True).assign(method=METHOD)
     write_csv(Path(out_dir) / "rounds.csv", rounds)
