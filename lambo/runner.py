@@ -218,6 +218,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def training_precision(settings: dict, device: torch.device) -> int:
+    """16 (mixed) only on a GPU: Lightning 1.9 has no fp16 on CPUs, which train in 32."""
+    return settings["precision"] if device.type == "cuda" else 32
+
+
 def train_model(cfg, settings: dict, data: dict, checkpoint: Path, device: torch.device):
     """Train the tree; the first round's model is kept and every later round starts from it, as the
     authors' solver does (it reloads its pre-trained checkpoint each round and trains on all labels)."""
@@ -229,13 +234,11 @@ def train_model(cfg, settings: dict, data: dict, checkpoint: Path, device: torch
     for task_key, task in model.task_dict.items():
         task.data_module.setup(stage="test", dataset_kwargs=data[task_key])
         task.data_module.setup(stage="fit", dataset_kwargs=data[task_key])
-    if settings["precision"] == 16 and device.type != "cuda":
-        raise ValueError("precision 16 needs a CUDA device (Lightning 1.9 trains in fp16 on GPUs only)")
     on_gpu = device.type == "cuda"
     trainer = lightning.Trainer(
         max_epochs=settings["max_epochs"] if first_call else settings["retrain_epochs"],
         num_sanity_val_steps=0, accelerator="gpu" if on_gpu else "cpu", devices=[device.index or 0] if on_gpu else 1,
-        precision=settings["precision"], logger=False,
+        precision=training_precision(settings, device), logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, train_dataloaders=model.get_dataloader(split="train"))
     if first_call:
@@ -354,6 +357,7 @@ def propose(request: dict) -> dict:
         "optimise_seconds": optimised - trained,
         "trained_from_scratch": trained_from_scratch,
         "device": str(device),
+        "precision": training_precision(settings, device),
         "settings": settings,
         "versions": {"cortex": getattr(cortex, "__version__", "0.0.4"), "torch": torch.__version__,
                      "lightning": lightning.__version__, "numpy": np.__version__},

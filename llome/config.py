@@ -336,9 +336,6 @@ def check_profile(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
     if profile.lambo2.num_mutations_per_step > function["dim"]:
         problems.append(("lambo2.num_mutations_per_step", f"LaMBO-2 edits at most the function's L={function['dim']} "
                          f"positions per step, got {profile.lambo2.num_mutations_per_step}"))
-    if profile.lambo2.precision == 16 and profile.device == "cpu":
-        problems.append(("lambo2.precision", "precision 16 needs a CUDA device (Lightning 1.9 trains in fp16 on GPUs "
-                         "only), but device is cpu"))
     return problems
 
 

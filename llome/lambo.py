@@ -205,7 +205,8 @@ def _save_proposals(work: Path, response: dict, pool: pd.DataFrame) -> None:
                           "acquisition": np.asarray(response["acquisition"], dtype=np.float64)})
     write_table(work / "proposals.parquet", table)
     write_json(work / "runner.json", {"trained_from_scratch": bool(response["trained_from_scratch"]),
-                                      "device": response.get("device", "cpu"), "versions": response["versions"],
+                                      "device": response["device"], "precision": response["precision"],
+                                      "versions": response["versions"],
                                       "labelled_sequences": int(len(pool))})
 
 
