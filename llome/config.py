@@ -249,7 +249,7 @@ class GABaseline(Section):
 
 
 class Lambo2(Section, LamboSettings):
-    """LaMBO-2's settings (llome.lambo.LamboSettings) less the ones the pipeline sets alike for every method."""
+    """LaMBO-2's settings (llome.lambo_settings) less the ones the pipeline sets alike for every method."""
 
     # The key each of these comes from instead, so that LaMBO-2 and LLOME cannot drift apart.
     set_by_pipeline: ClassVar[dict[str, str]] = {
