@@ -10,6 +10,8 @@ TORCH_VERSION := 2.13.0
 TORCHVISION_VERSION := 0.28.0
 LAMBO_VENV ?= .lambo-venv
 LAMBO_STAMP := $(LAMBO_VENV)/.installed
+# llome.lambo runs LaMBO-2 in this environment, wherever LAMBO_VENV puts it.
+export LLOME_LAMBO_VENV := $(abspath $(LAMBO_VENV))
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -37,7 +39,8 @@ $(HOOK): llome/numerics.py $(STAMP)
 	$(BIN)/python -c 'import llome.numerics; llome.numerics.install_hook()'
 	touch $(HOOK)
 
-repro: $(STAMP) $(HOOK)
+# The lambo2 stage runs LaMBO-2 in its own environment, so the pipeline needs it built.
+repro: $(STAMP) $(HOOK) $(LAMBO_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP) $(HOOK)
@@ -45,7 +48,7 @@ test: $(STAMP) $(HOOK)
 
 # The whole pipeline at smoke size, and one queued smoke experiment (dvc exp), in scratch copies of the
 # project (your data/ and experiments are untouched).
-smoke: $(STAMP) $(HOOK)
+smoke: $(STAMP) $(HOOK) $(LAMBO_STAMP)
 	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py tests/test_dvc_queue.py tests/test_dvc_set_float.py
 
 # The claims study (study/dvc.yaml, its own lock): every (instance, method, seed) job of study/params.yaml, resumed where
@@ -70,7 +73,7 @@ compare: $(STAMP)
 	$(BIN)/python -m llome.compare
 
 # Rewrite tests/fixtures/smoke_fingerprint.json from a fresh smoke run (after a change that moves the numbers).
-fingerprint: $(STAMP) $(HOOK)
+fingerprint: $(STAMP) $(HOOK) $(LAMBO_STAMP)
 	LLOME_WRITE_FINGERPRINT=1 $(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py -k fingerprint
 
 # Re-resolve requirements/base.txt and dev.txt in a scratch venv and write their exact versions to the lock.
@@ -119,7 +122,7 @@ lambo-lock:
 	{ sed -n '1,2p' requirements/lambo.txt; .lambo-lock-venv/bin/python -m pip freeze --all | grep -v -e '^pip==' -e '^torch=='; } > requirements/lambo.txt.new
 	mv requirements/lambo.txt.new requirements/lambo.txt && rm -rf .lambo-lock-venv
 
-# LaMBO-2 end to end at toy size in its environment (tests/test_lambo.py, about a minute).
+# LaMBO-2 end to end at toy size in its environment, and the lambo2 stage (tests/test_lambo.py, a few minutes).
 lambo-test: $(STAMP) $(HOOK) $(LAMBO_STAMP)
 	$(BIN)/python -m pytest -q -m lambo tests/test_lambo.py
 

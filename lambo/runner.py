@@ -1,6 +1,11 @@
 """One round of LaMBO-2 proposals (``cortex.optim.generative.LaMBO``), run under .lambo-venv's Python.
 
     .lambo-venv/bin/python -I lambo/runner.py request.json response.json
+    .lambo-venv/bin/python -I lambo/runner.py --serve
+
+The second form answers one request per line of its input, `<request.json>\t<response.json>`, with one line on
+its output, `ok` or `error` (the traceback goes to its error stream), until its input closes: its imports, about
+11 s on 2 cores, are then paid once for a whole run rather than once a round.
 
 This file imports only the standard library and the packages of .lambo-venv (pytorch-cortex 0.0.4 and its
 Lightning 1.9 / numpy<2 stack, which cannot live in the project's environment). It never sees the objective:
@@ -16,7 +21,8 @@ Request (JSON):
     seed                    seeds python, numpy, torch and Lightning
     state_dir               where the model trained on the first call is kept for later rounds
     settings                see DEFAULT_SETTINGS
-Response (JSON): proposals ((num_proposals, L) integer states), their acquisition values, timings, versions.
+Response (JSON): proposals ((num_proposals, L) integer states), the starting point each grew from, their
+acquisition values, timings, the device used, versions.
 
 The model and optimiser mirror the authors' bbo-bench harness for "reproduce LLOME LaMBO results" (its
 optimizer/lambo2 Hydra tree and its wandb sweep) and poli-baselines' LaMBO2 solver that the harness calls:
@@ -28,9 +34,12 @@ the regressors. The configuration is written here in code rather than composed f
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import edlib
@@ -76,6 +85,8 @@ DEFAULT_SETTINGS = {
     "ensemble_size": 8,
     "feasibility_task": True,
     "learning_rate": 5e-3,
+    "precision": 32,
+    "device": "auto",
     "threads": None,
 }
 
@@ -197,7 +208,22 @@ def training_data(texts: np.ndarray, scores: np.ndarray, rounds: np.ndarray) -> 
     }
 
 
-def train_model(cfg, settings: dict, data: dict, checkpoint: Path):
+def resolve_device(name: str) -> torch.device:
+    """auto: the first CUDA GPU this environment's torch sees, else the CPU; a named GPU must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r}: the LaMBO environment's torch sees no CUDA device")
+    return device
+
+
+def training_precision(settings: dict, device: torch.device) -> int:
+    """16 (mixed) only on a GPU: Lightning 1.9 has no fp16 on CPUs, which train in 32."""
+    return settings["precision"] if device.type == "cuda" else 32
+
+
+def train_model(cfg, settings: dict, data: dict, checkpoint: Path, device: torch.device):
     """Train the tree; the first round's model is kept and every later round starts from it, as the
     authors' solver does (it reloads its pre-trained checkpoint each round and trains on all labels)."""
     model = hydra.utils.instantiate(cfg.tree)
@@ -208,14 +234,19 @@ def train_model(cfg, settings: dict, data: dict, checkpoint: Path):
     for task_key, task in model.task_dict.items():
         task.data_module.setup(stage="test", dataset_kwargs=data[task_key])
         task.data_module.setup(stage="fit", dataset_kwargs=data[task_key])
+    on_gpu = device.type == "cuda"
     trainer = lightning.Trainer(
         max_epochs=settings["max_epochs"] if first_call else settings["retrain_epochs"],
-        num_sanity_val_steps=0, accelerator="cpu", devices=1, precision=32, logger=False,
+        num_sanity_val_steps=0, accelerator="gpu" if on_gpu else "cpu", devices=[device.index or 0] if on_gpu else 1,
+        precision=training_precision(settings, device), logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, train_dataloaders=model.get_dataloader(split="train"))
     if first_call:
-        torch.save(model.state_dict(), checkpoint)
-    return model, first_call
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        partial = checkpoint.with_name(checkpoint.name + ".partial")
+        torch.save(model.state_dict(), partial)
+        partial.rename(checkpoint)  # a killed save leaves no checkpoint that later rounds would start from
+    return model.to(device), first_call
 
 
 def farthest_first(texts: np.ndarray, ranked_scores: np.ndarray, count: int) -> np.ndarray:
@@ -244,7 +275,10 @@ def starting_points(texts: np.ndarray, scores: np.ndarray, num_proposals: int, e
     pool = np.argsort(-ranked, kind="stable")[: min(len(texts), expansion * num_proposals)]
     # Each token is one character, so the edit distance of the joined strings is the distance of the sequences.
     compact = np.array([t.replace(" ", "") for t in texts[pool]])
-    return texts[pool[farthest_first(compact, ranked[pool], num_proposals)]]
+    chosen = pool[farthest_first(compact, ranked[pool], num_proposals)]
+    # Fewer labels than proposals (the paper's 2,000 a round from about 1,000 distinct seed labels): the best start
+    # again, as the authors' pool of every GA evaluation, repeats included, does; LaMBO's sampling tells them apart.
+    return texts[np.resize(chosen, num_proposals)]
 
 
 def propose(request: dict) -> dict:
@@ -267,19 +301,18 @@ def propose(request: dict) -> dict:
     rounds = np.asarray(request["rounds"], dtype=np.int64)
     if not len(sequences) == len(scores) == len(rounds):
         raise ValueError("sequences, scores and rounds differ in length")
-    if len(sequences) < num_proposals:
-        raise ValueError(f"{len(sequences)} labelled sequences, fewer than the {num_proposals} proposals asked")
     if not np.isfinite(scores).any():
         raise ValueError("no feasible labelled sequence: the regressors have nothing to learn from")
     texts = to_text(sequences, tokens)
 
-    state_dir = Path(request["state_dir"])
-    state_dir.mkdir(parents=True, exist_ok=True)
-    cfg = model_config(settings, length, write_vocabulary(state_dir / "vocab.txt", tokens))
+    device = resolve_device(settings["device"])
+    # The vocabulary is read when the tokenizer is built, so it need not outlive this call.
+    vocab_dir = tempfile.TemporaryDirectory(prefix="lambo-vocab-")
+    cfg = model_config(settings, length, write_vocabulary(Path(vocab_dir.name) / "vocab.txt", tokens))
     data = training_data(texts, scores, rounds)
 
     started = time.perf_counter()
-    model, trained_from_scratch = train_model(cfg, settings, data, state_dir / MODEL_FILE)
+    model, trained_from_scratch = train_model(cfg, settings, data, Path(request["state_dir"]) / MODEL_FILE, device)
     trained = time.perf_counter()
 
     candidates = starting_points(texts, scores, num_proposals, settings["fft_expansion_factor"])
@@ -292,7 +325,7 @@ def propose(request: dict) -> dict:
     # Fixed length: the gap token may neither be masked nor sampled.
     tokenizer.corruption_vocab_excluded.add(GAP_TOKEN)
     tokenizer.sampling_vocab_excluded.add(GAP_TOKEN)
-    tok_idxs = tokenizer_transform(candidates)
+    tok_idxs = tokenizer_transform(candidates).to(device)
     optimizer = LaMBO(
         params=tok_idxs,
         is_mutable=tokenizer.get_corruptible_mask(tok_idxs),
@@ -323,19 +356,45 @@ def propose(request: dict) -> dict:
         "train_seconds": trained - started,
         "optimise_seconds": optimised - trained,
         "trained_from_scratch": trained_from_scratch,
+        "device": str(device),
+        "precision": training_precision(settings, device),
         "settings": settings,
         "versions": {"cortex": getattr(cortex, "__version__", "0.0.4"), "torch": torch.__version__,
                      "lightning": lightning.__version__, "numpy": np.__version__},
     }
 
 
+def answer(request_path: Path, response_path: Path) -> None:
+    response = propose(json.loads(request_path.read_text()))
+    partial = response_path.with_name(response_path.name + ".partial")
+    partial.write_text(json.dumps(response))
+    partial.rename(response_path)
+
+
+def serve() -> int:
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # cortex's LaMBO prints its progress: into the log, not between the replies
+    for line in sys.stdin:
+        request_path, response_path = line.rstrip("\n").split("\t")
+        try:
+            answer(Path(request_path), Path(response_path))
+            reply = "ok"
+        except Exception:
+            traceback.print_exc()
+            reply = "error"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        print(reply, file=replies, flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[1:] == ["--serve"]:
+        return serve()
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2
-    request = json.loads(Path(argv[1]).read_text())
-    response = propose(request)
-    Path(argv[2]).write_text(json.dumps(response))
+    answer(Path(argv[1]), Path(argv[2]))
     return 0
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from llome.io import write_json
+from llome.lambo_settings import LamboSettings
 from llome.schema import (OBJECTIVES, TRAIN_CONFIGS, ConfigError, GAConfig, GenerationConfig, PositiveInt, Probability,
                           Section, Seed, Seeds, message_of, path_of)
 
@@ -246,6 +248,30 @@ class GABaseline(Section):
     recombine_prob: Probability
 
 
+class Lambo2(Section, LamboSettings):
+    """LaMBO-2's settings (llome.lambo_settings) less the ones the pipeline sets alike for every method."""
+
+    # The key each of these comes from instead, so that LaMBO-2 and LLOME cannot drift apart.
+    set_by_pipeline: ClassVar[dict[str, str]] = {
+        "num_proposals": "llome.selection.num_to_label (the same n labels a round as LLOME)",
+        "device": "the profile's `device`",
+        "threads": "numerics.threads",
+    }
+    optional_keys: ClassVar[frozenset[str]] = frozenset(set_by_pipeline)
+
+    rounds: PositiveInt | None  # None: LLOME's rounds, so the same budget
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pipeline_keys_are_not_set_here(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for key, source in cls.set_by_pipeline.items():
+                if key in data:
+                    raise PydanticCustomError("set_by_pipeline", "{key} is set by {source}; remove it here",
+                                              {"key": key, "source": source})
+        return data
+
+
 class Profile(Section):
     optional_keys: ClassVar[frozenset[str]] = frozenset({"profile"})
 
@@ -263,6 +289,7 @@ class Profile(Section):
     sft: dict[str, Any]  # checked by SFTTrainConfig in check_profile
     llome: Llome
     ga_baseline: GABaseline
+    lambo2: Lambo2
 
 
 def check_profile(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -306,6 +333,9 @@ def check_profile(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
                          f"x (greedy + temperatures x num_samples)), got {profile.llome.selection.num_to_label}"))
     if profile.model.name_or_path is None:
         problems += _context_problems(profile.model.gpt_neox, function["dim"], function["num_states"])
+    if profile.lambo2.num_mutations_per_step > function["dim"]:
+        problems.append(("lambo2.num_mutations_per_step", f"LaMBO-2 edits at most the function's L={function['dim']} "
+                         f"positions per step, got {profile.lambo2.num_mutations_per_step}"))
     return problems
 
 
@@ -347,6 +377,15 @@ def llome_oracle_budget(cfg: dict) -> int:
     return seed_data_oracle_calls(cfg) + cfg["llome"]["rounds"] * cfg["llome"]["selection"]["num_to_label"]
 
 
+def lambo2_rounds(cfg: dict) -> int:
+    return cfg["lambo2"]["rounds"] or cfg["llome"]["rounds"]
+
+
+def lambo2_oracle_budget(cfg: dict) -> int:
+    """LaMBO-2 pays for the same GA seed data and n labels a round; as many rounds as LLOME unless set apart."""
+    return seed_data_oracle_calls(cfg) + lambo2_rounds(cfg) * cfg["llome"]["selection"]["num_to_label"]
+
+
 def launcher_config(cfg: dict) -> dict:
     """The launcher with the device: a launched training job reads only its own job file."""
     return {**cfg["launcher"], "device": cfg["device"]}
@@ -367,7 +406,12 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
         "ga_baseline": {**builds_function, "seeds": cfg["seeds"], "max_oracle_calls": llome_oracle_budget(cfg),
                         "paper_ga": cfg["seed_data"], **cfg["ga_baseline"]},
         "figures": {**common, "seeds": cfg["seeds"], "methods": sorted(cfg["llome"]["methods"]), "rounds": cfg["llome"]["rounds"],
-                    "oracle_budget": llome_oracle_budget(cfg), "seed_data_oracle_calls": seed_data_oracle_calls(cfg)},
+                    "oracle_budget": llome_oracle_budget(cfg), "seed_data_oracle_calls": seed_data_oracle_calls(cfg),
+                    "lambo2": {"oracle_budget": lambo2_oracle_budget(cfg)}},
+        "lambo2": {**builds_function, "seeds": cfg["seeds"], "rounds": lambo2_rounds(cfg),
+                   "num_to_label": cfg["llome"]["selection"]["num_to_label"],
+                   "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "device": cfg["device"],
+                   "lambo2": {k: v for k, v in cfg["lambo2"].items() if k != "rounds"}},
     }
     llome = cfg["llome"]
     for method, spec in llome["methods"].items():

@@ -3,28 +3,47 @@
 pytorch-cortex 0.0.4 pins Lightning 1.9.5, which needs numpy<2, so LaMBO-2 runs in its own environment,
 .lambo-venv (`make lambo-env`, pins in requirements/lambo.txt), as a subprocess: lambo/runner.py receives the
 labelled sequences as JSON and answers with proposals. The objective never leaves this process: every
-proposal is scored here through the counted oracle, and the next round's request carries the new labels.
+proposal is scored here through a counted oracle, and the next round's request carries the new labels.
+
+A run lives in one directory, one sub-directory per round, laid out as an LLOME run's (llome/loop.py): a
+round is built in `round_NN.partial/` and renamed to `round_NN/` when complete. The runner's proposals are
+saved before the oracle is called and the labels right after, so a killed run neither asks the runner
+again for a round whose proposals it has nor pays twice for a label.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import shutil
 import subprocess
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from llome.loop import CountedOracle
+from llome.io import read_json, read_table, write_json, write_table
+from llome.lambo_settings import LamboSettings
+from llome.metrics import generation_metrics, labelled_metrics, regret_curve
+from llome.objective import CountedOracle
+from llome.provenance import move_aside
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LAMBO_VENV = REPO_ROOT / ".lambo-venv"
+# A scratch copy of the project (the pipeline tests) points here at the checkout's environment.
+VENV_VARIABLE = "LLOME_LAMBO_VENV"
+LAMBO_VENV = Path(os.environ.get(VENV_VARIABLE) or REPO_ROOT / ".lambo-venv")
 RUNNER = REPO_ROOT / "lambo" / "runner.py"
+REQUIREMENTS = REPO_ROOT / "requirements" / "lambo.txt"
 BUILD_HINT = "run `make lambo-env` to build .lambo-venv (pins in requirements/lambo.txt)"
+TIMING_FILE = "timing.json"  # wall times beside a round's data, kept out of its md5 by .dvcignore
+MODEL_DIR = "lambo_model"  # in round 1: the model it trained, which every later round starts from
+MODEL_FILE = "model.pt"  # lambo/runner.py's name for it
 
 
 class LamboEnvironmentError(RuntimeError):
@@ -33,38 +52,6 @@ class LamboEnvironmentError(RuntimeError):
 
 class LamboRunnerError(RuntimeError):
     """The runner failed; the message ends with the tail of its log."""
-
-
-@dataclass(frozen=True)
-class LamboSettings:
-    """The runner's knobs; defaults are the authors' "reproduce LLOME LaMBO results" values (bbo-bench),
-    with the swept ones (num_mutations_per_step 16 or 24, guidance_step_size 0.01 or 0.05) at one choice."""
-
-    num_proposals: int = 2000
-    batch_size: int = 128
-    num_steps: int = 64
-    num_mutations_per_step: int = 16
-    max_guidance_updates: int = 2
-    guidance_step_size: float = 0.05
-    kl_weight: float = 0.0
-    feature_attr_temp: float = 1.0
-    exclude_initial_solution: bool = False
-    resample_edit_positions: bool = True
-    max_epochs: int = 16
-    retrain_epochs: int = 16
-    fft_expansion_factor: int = 2
-    feature_dim: int = 128
-    embed_dim: int = 32
-    kernel_size: int = 5
-    ensemble_size: int = 8
-    feasibility_task: bool = True
-    learning_rate: float = 5e-3
-    threads: int | None = None
-
-    def runner_settings(self) -> dict:
-        settings = asdict(self)
-        del settings["num_proposals"]
-        return settings
 
 
 def lambo_python(venv: Path | None = None) -> Path:
@@ -81,13 +68,78 @@ def lambo_python(venv: Path | None = None) -> Path:
     return python
 
 
+def _runner_env() -> dict:
+    return {**os.environ, "WANDB_MODE": "disabled"}
+
+
+class LamboServer:
+    """One runner process answering every round it is given (`lambo/runner.py --serve`), so that its imports,
+    about 11 s of a round on 2 cores, are paid once per stage instead of once a round. It starts on its first
+    request: a run whose rounds are all done starts none. Use it as a context manager.
+
+    Each request runs as a one-shot call's would (the runner seeds everything and builds a fresh model each
+    time; tests/test_lambo.py holds their proposals equal). Its log goes to a temporary file, and each call's
+    part of it to that call's `runner.log`, as a one-shot call's does.
+    """
+
+    def __init__(self, python: Path):
+        self.python = Path(python)
+        self.process: subprocess.Popen | None = None
+        self.log = None
+
+    def __enter__(self) -> LamboServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="lambo-runner-", suffix=".log")
+        self.process = subprocess.Popen([str(self.python), "-I", str(RUNNER), "--serve"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.log, text=True, env=_runner_env())
+
+    def answer(self, request_path: Path, response_path: Path, log_path: Path) -> int:
+        """0 once the runner has written `response_path`, else its exit status (1 when it is still running)."""
+        if self.process is None or self.process.poll() is not None:
+            self.close()
+            self._start()
+        self.log.seek(0, os.SEEK_END)
+        start = self.log.tell()
+        try:
+            self.process.stdin.write(f"{request_path}\t{response_path}\n")
+            self.process.stdin.flush()
+            reply = self.process.stdout.readline().strip()
+        except BrokenPipeError:
+            reply = ""
+        self.log.seek(start)
+        log_path.write_text(self.log.read())
+        if reply == "ok":
+            return 0
+        status = self.process.poll()
+        return 1 if status is None or status == 0 else status
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
 def _json_scores(scores: np.ndarray) -> list:
     return [float(s) if math.isfinite(s) else None for s in np.asarray(scores, dtype=np.float64)]
 
 
-def propose(python: Path, sequences: np.ndarray, scores: np.ndarray, rounds: np.ndarray, num_states: int,
-            settings: LamboSettings, seed: int, work_dir: Path, state_dir: Path) -> dict:
-    """One runner call: the labelled data in, `settings.num_proposals` sequences out (validated)."""
+def propose(runner: Path | LamboServer, sequences: np.ndarray, scores: np.ndarray, rounds: np.ndarray,
+            num_states: int, settings: LamboSettings, seed: int, work_dir: Path, state_dir: Path) -> dict:
+    """One runner call: the labelled data in, `settings.num_proposals` sequences out (validated). `runner` is the
+    LaMBO environment's interpreter (a process for this call alone) or a LamboServer."""
     work_dir.mkdir(parents=True, exist_ok=True)
     sequences = np.asarray(sequences, dtype=np.int64)
     request = {
@@ -106,77 +158,188 @@ def propose(python: Path, sequences: np.ndarray, scores: np.ndarray, rounds: np.
     request_path.write_text(json.dumps(request))
     response_path.unlink(missing_ok=True)
     started = time.perf_counter()
-    with open(log_path, "w") as log:
-        # -I: the runner sees only .lambo-venv, not this project's PYTHONPATH or working directory.
-        result = subprocess.run([str(python), "-I", str(RUNNER), str(request_path), str(response_path)],
-                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"})
+    if isinstance(runner, LamboServer):
+        status = runner.answer(request_path, response_path, log_path)
+    else:
+        with open(log_path, "w") as runner_log:
+            # -I: the runner sees only .lambo-venv, not this project's PYTHONPATH or working directory.
+            status = subprocess.run([str(runner), "-I", str(RUNNER), str(request_path), str(response_path)],
+                                    stdout=runner_log, stderr=subprocess.STDOUT, env=_runner_env()).returncode
     seconds = time.perf_counter() - started
-    if result.returncode != 0 or not response_path.exists():
+    if status != 0 or not response_path.exists():
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-        raise LamboRunnerError(f"lambo/runner.py exited with {result.returncode} (log {log_path}):\n{tail}")
+        raise LamboRunnerError(f"lambo/runner.py failed with status {status} (log {log_path}):\n{tail}")
     response = json.loads(response_path.read_text())
-    proposals = np.asarray(response["proposals"], dtype=np.int64)
     expected = (settings.num_proposals, sequences.shape[1])
-    if proposals.shape != expected or proposals.min() < 0 or proposals.max() >= num_states:
-        raise LamboRunnerError(f"runner returned proposals of shape {proposals.shape} in "
-                               f"[{proposals.min()}, {proposals.max()}], want {expected} in [0, {num_states})")
-    response["proposals"] = proposals
+    for key in ("proposals", "starting_points"):
+        array = np.asarray(response[key], dtype=np.int64)
+        if array.shape != expected:
+            raise LamboRunnerError(f"runner returned {key} of shape {array.shape}, want {expected}")
+        if array.min() < 0 or array.max() >= num_states:
+            raise LamboRunnerError(f"runner returned {key} in [{array.min()}, {array.max()}], want [0, {num_states})")
+        response[key] = array
     response["wall_seconds"] = seconds
     return response
 
 
-@dataclass
-class LamboRun:
-    """Every sequence LaMBO-2 proposed, with its oracle score, and one summary row per round."""
-
-    history: pd.DataFrame
-    rounds: list[dict] = field(default_factory=list)
-
-    @property
-    def best_value(self) -> float:
-        return float(self.history["score"].max()) if len(self.history) else -math.inf
+def round_dir(run_dir: Path, index: int) -> Path:
+    return Path(run_dir) / f"round_{index:02d}"
 
 
-def run_lambo(function, oracle: CountedOracle, seed_sequences: np.ndarray, seed_scores: np.ndarray,
-              settings: LamboSettings, num_rounds: int, seed: int, work_dir: Path,
-              python: Path | None = None) -> LamboRun:
-    """`num_rounds` rounds of LaMBO-2 from labelled seed data (scored earlier, not charged to `oracle`);
-    each round's proposals are scored through `oracle`, so its count is exactly what LaMBO-2 spent."""
-    python = python or lambo_python()
-    work_dir = Path(work_dir)
-    sequences = np.asarray(seed_sequences, dtype=np.int64)
-    scores = np.asarray(seed_scores, dtype=np.float64)
-    rounds = np.zeros(len(sequences), dtype=np.int64)
-    labelled = {row.tobytes(): score for row, score in zip(sequences, scores)}
-    history, summaries = [], []
+def round_seed(seed: int, index: int) -> int:
+    """Independent streams per seed and round (seed + index would give seed 0's round 2 to seed 1's round 1)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def as_tuples(array) -> list[tuple]:
+    return [tuple(int(v) for v in row) for row in np.asarray(array)]
+
+
+def as_array(sequences) -> np.ndarray:
+    return np.array([list(s) for s in sequences], dtype=np.int64)
+
+
+def _save_proposals(work: Path, response: dict, pool: pd.DataFrame) -> None:
+    """The runner's answer, kept so that a killed round never asks the runner again."""
+    table = pd.DataFrame({"sequence": as_tuples(response["proposals"]), "parent": as_tuples(response["starting_points"]),
+                          "acquisition": np.asarray(response["acquisition"], dtype=np.float64)})
+    write_table(work / "proposals.parquet", table)
+    write_json(work / "runner.json", {"trained_from_scratch": bool(response["trained_from_scratch"]),
+                                      "device": response["device"], "precision": response["precision"],
+                                      "versions": response["versions"],
+                                      "labelled_sequences": int(len(pool))})
+
+
+def _check_checkpoint(model_dir: Path) -> None:
+    if not (model_dir / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"{model_dir / MODEL_FILE} does not exist: every round after the first starts from "
+                                "the model round 1 trained. Restore it (e.g. `dvc checkout`), or move the run aside "
+                                "to start it over")
+
+
+def lambo_round(index: int, *, run_dir: Path, function, pool: pd.DataFrame, settings: LamboSettings, seed: int,
+                runner: Path | LamboServer) -> dict:
+    """One LaMBO-2 round; returns its metrics. Pays for exactly `settings.num_proposals` labels.
+
+    `pool` holds every label so far (sequence, score, round). The runner trains on it (round 1 from scratch,
+    later rounds from round 1's model), proposes, and each proposal is scored once through a counted oracle,
+    repeats included: the authors' harness pays for every proposal, so the round spends n calls, as LLOME's do.
+    """
+    final = round_dir(run_dir, index)
+    if (final / "metrics.json").exists():
+        return read_json(final / "metrics.json")
+    work = final.with_name(final.name + ".partial")
+    work.mkdir(parents=True, exist_ok=True)
+    seconds = read_json(work / TIMING_FILE) if (work / TIMING_FILE).exists() else {}
+
+    if not (work / "proposals.parquet").exists():
+        model_dir = (work if index == 1 else round_dir(run_dir, 1)) / MODEL_DIR
+        if index == 1:
+            # A model a killed first round left behind would turn its rerun into a retraining of that model.
+            shutil.rmtree(model_dir, ignore_errors=True)
+        else:
+            _check_checkpoint(model_dir)
+        response = propose(runner, as_array(pool["sequence"]), pool["score"].to_numpy(np.float64),
+                           pool["round"].to_numpy(np.int64), function.num_states, settings,
+                           seed=round_seed(seed, index), work_dir=work / "runner", state_dir=model_dir)
+        _save_proposals(work, response, pool)
+        seconds.update(training=round(float(response["train_seconds"]), 3),
+                       optimisation=round(float(response["optimise_seconds"]), 3),
+                       runner=round(float(response["wall_seconds"]), 3))
+        write_json(work / TIMING_FILE, seconds)
+        shutil.rmtree(work / "runner")  # its request repeats the pool, and its log holds wall times
+    proposals = read_table(work / "proposals.parquet")
+
+    if not (work / "labelled.parquet").exists():
+        started = time.perf_counter()
+        oracle = CountedOracle(function, settings.num_proposals)
+        scores = oracle(as_array(proposals["sequence"]))
+        known = dict(zip(pool["sequence"], pool["score"]))
+        labelled = proposals.copy()
+        labelled["score"] = scores
+        # Every starting point is a label the run already paid for, so its score costs nothing.
+        labelled["parent_score"] = [known[parent] for parent in labelled["parent"]]
+        labelled["distance"] = (as_array(labelled["sequence"]) != as_array(labelled["parent"])).mean(axis=1)
+        labelled["round"] = index
+        labelled["oracle_calls_round"] = np.arange(1, len(labelled) + 1)
+        write_table(work / "labelled.parquet", labelled)
+        write_json(work / "oracle.json", {"oracle_calls": oracle.calls, "diagnostic_calls": 0})
+        seconds["labelling"] = round(time.perf_counter() - started, 3)
+        write_json(work / TIMING_FILE, seconds)
+    labelled = read_table(work / "labelled.parquet")
+    if not (work / "oracle.json").exists():  # killed between the two writes: one paid call per saved label
+        write_json(work / "oracle.json", {"oracle_calls": int(len(labelled)), "diagnostic_calls": 0})
+    oracle_log = read_json(work / "oracle.json")
+    runner = read_json(work / "runner.json")
+
+    labelled_before = set(pool["sequence"])
+    starts_feasible = np.isfinite(labelled["parent_score"].to_numpy(np.float64))
+    candidates = labelled.assign(status="valid", loglik=np.nan)  # LaMBO-2 writes states, never text: all valid
+    metrics = {
+        "round": index,
+        "oracle_calls": oracle_log["oracle_calls"],
+        "diagnostic_oracle_calls": oracle_log["diagnostic_calls"],
+        "num_candidates": int(len(proposals)),
+        "labels_short": int(settings.num_proposals - oracle_log["oracle_calls"]),
+        "generation": generation_metrics(candidates),
+        "labelled": labelled_metrics(labelled),
+        "lambo": {
+            "already_labelled": float(np.mean([s in labelled_before for s in labelled["sequence"]])),
+            "starting_points_feasible": float(starts_feasible.mean()),
+            "mean_acquisition": float(labelled["acquisition"].mean()),
+            "trained_from_scratch": runner["trained_from_scratch"],
+            "labelled_sequences": runner["labelled_sequences"],
+        },
+    }
+    write_json(work / "metrics.json", metrics)
+    if final.exists():  # a round directory someone emptied of its metrics; its labels may still be there
+        move_aside(final)
+    work.rename(final)
+    return metrics
+
+
+def run_lambo(function, seed_table: pd.DataFrame, settings: LamboSettings, num_rounds: int, seed: int,
+              run_dir: Path, runner: Path | LamboServer | None = None) -> list[dict]:
+    """`num_rounds` rounds of LaMBO-2 from labelled seed data (sequence and score columns; paid for before),
+    resuming whatever is already done under `run_dir`; returns each round's metrics. Without a `runner`, each
+    round starts the LaMBO environment's interpreter anew."""
+    runner = runner or lambo_python()
+    pool = seed_table[["sequence", "score"]].assign(round=0)
+    history = []
     for index in range(1, num_rounds + 1):
-        response = propose(python, sequences, scores, rounds, function.num_states, settings,
-                           seed=seed + index, work_dir=work_dir / f"round_{index:02d}", state_dir=work_dir / "state")
-        proposals = response["proposals"]
-        # LaMBO edits its starting points in place: proposal i grew from starting point i.
-        starts = np.asarray(response["starting_points"], dtype=np.int64)
-        proposal_scores = oracle(proposals)
-        feasible = np.isfinite(proposal_scores)
-        history.append(pd.DataFrame({"round": index, "sequence": list(proposals), "score": proposal_scores}))
-        summaries.append({
-            "round": index,
-            "proposals": int(len(proposals)),
-            "feasible_fraction": float(feasible.mean()),
-            "already_labelled_fraction": float(np.mean([row.tobytes() in labelled for row in proposals])),
-            "starting_points_feasible_fraction": float(np.mean([np.isfinite(labelled[row.tobytes()])
-                                                               for row in starts])),
-            "unique_fraction": float(len(np.unique(proposals, axis=0)) / len(proposals)),
-            "mean_positions_changed": float((proposals != starts).sum(axis=1).mean()),
-            "best_value": float(proposal_scores.max()),
-            "best_so_far": float(max(np.max(scores), proposal_scores.max())),
-            "oracle_calls": int(oracle.calls),
-            "trained_from_scratch": bool(response["trained_from_scratch"]),
-            "train_seconds": float(response["train_seconds"]),
-            "optimise_seconds": float(response["optimise_seconds"]),
-            "wall_seconds": float(response["wall_seconds"]),
-        })
-        labelled.update((row.tobytes(), score) for row, score in zip(proposals, proposal_scores))
-        sequences = np.concatenate([sequences, proposals])
-        scores = np.concatenate([scores, proposal_scores])
-        rounds = np.concatenate([rounds, np.full(len(proposals), index)])
-    return LamboRun(history=pd.concat(history, ignore_index=True) if history else pd.DataFrame(), rounds=summaries)
+        started = time.perf_counter()
+        metrics = lambo_round(index, run_dir=Path(run_dir), function=function, pool=pool, settings=settings,
+                              seed=seed, runner=runner)
+        history.append(metrics)
+        labelled = read_table(round_dir(run_dir, index) / "labelled.parquet")
+        pool = pd.concat([pool, labelled[["sequence", "score", "round"]]], ignore_index=True)
+        log.info("lambo2 seed %d round %d/%d: %d labelled, %.0f%% feasible, best f so far %.4f (%.0f s)", seed, index,
+                 num_rounds, metrics["oracle_calls"], 100 * metrics["labelled"]["feasible"],
+                 float(np.max(pool["score"].to_numpy(np.float64), initial=-np.inf)), time.perf_counter() - started)
+    return history
+
+
+def round_timing(run_dir: Path, index: int) -> dict[str, float]:
+    path = round_dir(run_dir, index) / TIMING_FILE
+    return read_json(path) if path.exists() else {}
+
+
+def lambo_trace(seed_table: pd.DataFrame, seed_oracle_calls: int, run_dir: Path, rounds: int,
+                optimum: float | None = 1.0) -> pd.DataFrame:
+    """Best-so-far over every paid evaluation: the GA seed data, then each round's labels. The same table as
+    llome.loop.run_trace makes of an LLOME run (a test holds them equal), without importing the training code."""
+    seed_part = seed_table[["oracle_calls", "score"]].assign(round=0)
+    if len(seed_table) == 0 or seed_part["oracle_calls"].max() < seed_oracle_calls:
+        spent = pd.DataFrame({"oracle_calls": [int(seed_oracle_calls)], "score": [-np.inf], "round": [0]})
+        seed_part = pd.concat([seed_part, spent], ignore_index=True)
+    parts, offset = [seed_part], int(seed_oracle_calls)
+    for index in range(1, rounds + 1):
+        labelled = read_table(round_dir(run_dir, index) / "labelled.parquet")
+        parts.append(pd.DataFrame({"oracle_calls": offset + labelled["oracle_calls_round"].to_numpy(),
+                                   "score": labelled["score"].to_numpy(), "round": index}))
+        offset += int(read_json(round_dir(run_dir, index) / "metrics.json")["oracle_calls"])
+    trace = pd.concat(parts, ignore_index=True)
+    curve = regret_curve(trace["oracle_calls"].to_numpy(np.int64), trace["score"].to_numpy(), optimum)
+    return curve.assign(round=trace["round"].to_numpy())
+
+

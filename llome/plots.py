@@ -14,21 +14,27 @@ import pandas as pd  # noqa: E402
 
 from llome.io import atomic_path  # noqa: E402
 
+# label, colour, line style; the specialist baseline is dashed, so it reads apart from the LLOME variants in grey print
 METHOD_STYLE = {
-    "ga_paper": ("GA (paper's settings)", "#444444"),
-    "ga_swept": ("GA (swept)", "#999999"),
-    "llome_sft": ("LLOME-SFT", "#1f77b4"),
-    "llome_marge": ("LLOME-MargE", "#d62728"),
-    "llome_dpo": ("LLOME-DPO", "#2ca02c"),
+    "ga_paper": ("GA (paper's settings)", "#444444", "-"),
+    "ga_swept": ("GA (swept)", "#999999", "-"),
+    "llome_sft": ("LLOME-SFT", "#1f77b4", "-"),
+    "llome_marge": ("LLOME-MargE", "#d62728", "-"),
+    "llome_dpo": ("LLOME-DPO", "#2ca02c", "-"),
+    "lambo2": ("LaMBO-2", "#9467bd", "--"),
 }
 
 
 def _label(method: str) -> str:
-    return METHOD_STYLE.get(method, (method, None))[0]
+    return METHOD_STYLE.get(method, (method, None, "-"))[0]
 
 
 def _color(method: str):
-    return METHOD_STYLE.get(method, (None, None))[1]
+    return METHOD_STYLE.get(method, (None, None, "-"))[1]
+
+
+def _linestyle(method: str) -> str:
+    return METHOD_STYLE.get(method, (None, None, "-"))[2]
 
 
 def _save(fig, path: Path) -> Path:
@@ -48,7 +54,8 @@ def regret_bands(on_grid: pd.DataFrame) -> pd.DataFrame:
 def plot_regret(bands: pd.DataFrame, function_name: str, seed_data_calls: int | None, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for method, rows in bands.groupby("method", sort=False):
-        ax.step(rows["oracle_calls"], rows["median"], where="post", label=_label(method), color=_color(method), lw=2)
+        ax.step(rows["oracle_calls"], rows["median"], where="post", label=_label(method), color=_color(method), lw=2,
+                ls=_linestyle(method))
         ax.fill_between(rows["oracle_calls"], rows["low"], rows["high"], step="post", alpha=0.18, color=_color(method))
     if seed_data_calls:
         ax.axvline(seed_data_calls, color="grey", ls=":", lw=1)
@@ -76,7 +83,8 @@ def plot_round_panels(medians: pd.DataFrame, panels: list[tuple[str, str]], titl
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
     for ax, (column, label) in zip(axes.flat, panels):
         for method, rows in medians.groupby("method", sort=False):
-            ax.plot(rows["round"], rows[column], marker="o", label=_label(method), color=_color(method))
+            ax.plot(rows["round"], rows[column], marker="o", label=_label(method), color=_color(method),
+                    ls=_linestyle(method))
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

@@ -19,7 +19,7 @@ def test_every_profile_resolves_and_validates(profile):
     assert cfg["profile"] == profile
     stages = stage_configs(cfg)
     assert {"test_functions", "seed_data", "sft", "llome_sft", "llome_marge", "llome_dpo", "ga_baseline",
-            "figures", "ga_difficulty"} <= set(stages)
+            "figures", "ga_difficulty", "lambo2"} <= set(stages)
     # The GA baseline gets exactly the oracle budget each LLOME run spends.
     assert stages["ga_baseline"]["max_oracle_calls"] == llome_oracle_budget(cfg)
     assert stages["figures"]["oracle_budget"] == llome_oracle_budget(cfg)
@@ -104,7 +104,7 @@ def test_the_function_seed_reaches_every_stage_that_builds_the_function():
     params = copy.deepcopy(PARAMS)
     params["profiles"]["default"]["test_functions"]["seed"] = 7
     stages = stage_configs(load_profile(params, "default"))
-    builders = {"seed_data", "sft", "ga_baseline", "ga_difficulty", "llome_sft", "llome_marge", "llome_dpo"}
+    builders = {"seed_data", "sft", "ga_baseline", "ga_difficulty", "llome_sft", "llome_marge", "llome_dpo", "lambo2"}
     assert {name for name, stage in stages.items() if stage.get("function_seed") == 7} == builders
     assert stages["test_functions"]["seed"] == 7
     name = stages["seed_data"]["function"]

@@ -78,6 +78,9 @@ def test_the_pipeline_config_accepts_a_factory_and_passes_diagnostics_to_every_l
     assert params["profiles"]["default"]["llome"]["diagnostics"] is True  # the Ehrlich pipeline keeps its metrics
     params["profiles"]["default"]["function"] = "tests.toy_objectives:counting_up_v8"
     params["profiles"]["smoke"]["llome"]["diagnostics"] = False
+    with pytest.raises(ValueError, match=r"lambo2\.num_mutations_per_step: LaMBO-2 edits at most the function's L=8"):
+        load_profile(params, "smoke")  # the default's 16 edits a step need L >= 16
+    params["profiles"]["default"]["lambo2"]["num_mutations_per_step"] = 4
     stages = stage_configs(load_profile(params, "smoke"))
     assert stages["seed_data"]["function"] == "tests.toy_objectives:counting_up_v8"
     assert {stages[f"llome_{m}"]["diagnostics"] for m in ("sft", "marge", "dpo")} == {False}

@@ -74,6 +74,7 @@ def _toy_paper_profile(checkpoint: Path) -> dict:
         "llome": {"rounds": 2,
                   "generation": {"num_seeds": 4, "num_iterations": 2, "num_samples": 2},
                   "selection": {"num_to_label": 24}},
+        "lambo2": {"num_mutations_per_step": 4},  # not run here, but a profile's LaMBO-2 edits at most L=8 a step
     }
     params["profiles"]["paper"] = _merge(paper, sizes)
     return load_profile(params, "paper")

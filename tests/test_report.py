@@ -51,3 +51,26 @@ def test_html_report_inlines_every_figure(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2
     assert "http" not in page  # nothing to fetch: it renders offline
+
+
+def test_lambo2_joins_the_traces_rounds_and_summary_when_the_config_names_it(tmp_path):
+    from llome.plots import _linestyle
+    from llome.report import collect, results_markdown
+
+    (tmp_path / "ga_baseline").mkdir()
+    (tmp_path / "ga_baseline" / "regret.csv").write_text("oracle_calls,best_value,regret,seed,method\n1,0.5,0.5,0,ga_paper\n")
+    (tmp_path / "lambo2").mkdir()
+    (tmp_path / "lambo2" / "regret.csv").write_text(
+        "oracle_calls,best_value,regret,round,seed,method\n1,0.25,0.75,0,0,lambo2\n12,0.5,0.5,1,0,lambo2\n")
+    (tmp_path / "lambo2" / "rounds.csv").write_text("seed,round,oracle_calls,labelled.feasible\n0,1,2,0.5\n")
+    cfg = {"methods": [], "seeds": [0], "rounds": 1, "lambo2": {"oracle_budget": 12}}
+    trace, rounds, labelled = collect(cfg, tmp_path)
+    assert sorted(trace["method"].unique()) == ["ga_paper", "lambo2"]
+    assert rounds["method"].tolist() == ["lambo2"] and len(labelled) == 0  # no likelihoods: no calibration points
+
+    s = run_summary(trace[trace["method"] == "lambo2"])
+    summary = {"function": "f", "profile": "p", "oracle_budget": 12, "methods": {"lambo2": s}}
+    assert "LaMBO-2" not in results_markdown(summary)  # a summary without it renders as before
+    text = results_markdown({**summary, "lambo2_oracle_budget": 12})
+    assert "| lambo2 | 12 | 0 | 0.500 | 0.500 |" in text and "LaMBO-2 (`lambo2`) starts from the same GA seed data" in text
+    assert _linestyle("lambo2") == "--" and _linestyle("llome_marge") == "-"
