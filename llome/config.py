@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from llome.io import write_json
 from llome.lambo_settings import LamboSettings
+from llome.prompted_settings import PromptedConfig
 from llome.schema import (OBJECTIVES, TRAIN_CONFIGS, ConfigError, GAConfig, GenerationConfig, PositiveInt, Probability,
                           Section, Seed, Seeds, message_of, path_of)
 
@@ -272,6 +273,10 @@ class Lambo2(Section, LamboSettings):
         return data
 
 
+class Prompted(Section, PromptedConfig):
+    """The prompted-LLM baseline (llome.prompted): an off-the-shelf instruction-tuned LLM, never trained."""
+
+
 class Profile(Section):
     optional_keys: ClassVar[frozenset[str]] = frozenset({"profile"})
 
@@ -290,6 +295,7 @@ class Profile(Section):
     llome: Llome
     ga_baseline: GABaseline
     lambo2: Lambo2
+    prompted: Prompted
 
 
 def check_profile(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -386,6 +392,11 @@ def lambo2_oracle_budget(cfg: dict) -> int:
     return seed_data_oracle_calls(cfg) + lambo2_rounds(cfg) * cfg["llome"]["selection"]["num_to_label"]
 
 
+def prompted_oracle_budget(cfg: dict) -> int:
+    """The prompted baseline pays for the same GA seed data, then at most n labels a round of its own."""
+    return seed_data_oracle_calls(cfg) + cfg["prompted"]["rounds"] * cfg["prompted"]["num_to_label"]
+
+
 def launcher_config(cfg: dict) -> dict:
     """The launcher with the device: a launched training job reads only its own job file."""
     return {**cfg["launcher"], "device": cfg["device"]}
@@ -407,11 +418,14 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
                         "paper_ga": cfg["seed_data"], **cfg["ga_baseline"]},
         "figures": {**common, "seeds": cfg["seeds"], "methods": sorted(cfg["llome"]["methods"]), "rounds": cfg["llome"]["rounds"],
                     "oracle_budget": llome_oracle_budget(cfg), "seed_data_oracle_calls": seed_data_oracle_calls(cfg),
-                    "lambo2": {"oracle_budget": lambo2_oracle_budget(cfg)}},
+                    "lambo2": {"oracle_budget": lambo2_oracle_budget(cfg)},
+                    "prompted": {"oracle_budget": prompted_oracle_budget(cfg)}},
         "lambo2": {**builds_function, "seeds": cfg["seeds"], "rounds": lambo2_rounds(cfg),
                    "num_to_label": cfg["llome"]["selection"]["num_to_label"],
                    "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "device": cfg["device"],
                    "lambo2": {k: v for k, v in cfg["lambo2"].items() if k != "rounds"}},
+        "prompted": {**builds_function, "seeds": cfg["seeds"], "seed_data_oracle_calls": seed_data_oracle_calls(cfg),
+                     "prompted": cfg["prompted"], "device": cfg["device"]},
     }
     llome = cfg["llome"]
     for method, spec in llome["methods"].items():

@@ -14,7 +14,8 @@ import pandas as pd  # noqa: E402
 
 from llome.io import atomic_path  # noqa: E402
 
-# label, colour, line style; the specialist baseline is dashed, so it reads apart from the LLOME variants in grey print
+# label, colour, line style; the specialist baseline is dashed and the prompted one dotted, so they read apart from
+# the LLOME variants in grey print
 METHOD_STYLE = {
     "ga_paper": ("GA (paper's settings)", "#444444", "-"),
     "ga_swept": ("GA (swept)", "#999999", "-"),
@@ -22,6 +23,7 @@ METHOD_STYLE = {
     "llome_marge": ("LLOME-MargE", "#d62728", "-"),
     "llome_dpo": ("LLOME-DPO", "#2ca02c", "-"),
     "lambo2": ("LaMBO-2", "#9467bd", "--"),
+    "prompted": ("Prompted LLM", "#ff7f0e", ":"),
 }
 
 

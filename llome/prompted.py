@@ -22,21 +22,20 @@ from a torch generator seeded per round and chunk of `batch_size` rows.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from llome.generate import decode
 from llome.io import read_json, read_table, write_json, write_table
 from llome.metrics import regret_curve
 from llome.objective import CountedOracle, optimum_of
 from llome.provenance import move_aside
-from llome.schema import ConfigError, Model, NonNegativeInt, PositiveFloat, PositiveInt, error_lines
+from llome.prompted_settings import PromptedConfig, prompted_config
+from llome.schema import ConfigError
 from llome.text import COMPLETION_END, OUT_OF_RANGE, UNPARSABLE, VALID, Parsed, format_sequence, parse_completion
 
 # Room for a short preamble ("Here is a sequence: ") before the list, when max_new_tokens is left to the task.
@@ -45,59 +44,6 @@ TIMING_FILE = "timing.json"  # wall seconds, beside a round's data; .dvcignore k
 PROPOSAL_COLUMNS = ["reply", "sequence", "status", "tokens", "new", "labelled"]
 
 Sampler = Callable[[str, int, int], tuple[list[str], np.ndarray]]  # (prompt, how many, seed) -> replies, tokens
-
-
-class PromptedConfig(Model):
-    """The prompted-LLM baseline (llome.prompted, docs/prompted.md): an off-the-shelf instruction-tuned LLM is shown
-    the task and scored examples through its chat template and asked, never fine-tuned, for better sequences.
-
-    A profile holds it as the optional section `prompted`; every key has a default, and `prompted_config` checks a
-    section, naming each problem's key path.
-    """
-
-    # The default is `make smollm2`'s checkpoint; any local directory or hub name of an instruction-tuned causal LM.
-    name_or_path: Annotated[str, Field(strict=True, min_length=1)] = "models/smollm2"
-    gguf_file: Annotated[str, Field(strict=True, min_length=1)] | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    chat_template: Annotated[str, Field(strict=True, min_length=1)] | None = None  # None: the tokenizer's own
-    # Sized for SmolLM2 on 2 CPU cores: 3 seeds in about 25 minutes, 50 at worst (docs/prompted.md has the arithmetic).
-    rounds: PositiveInt = 4
-    num_samples: PositiveInt = 24  # proposals drawn per round
-    num_to_label: PositiveInt = 24  # n: the most oracle calls a round pays for
-    num_examples: PositiveInt = 8  # scored sequences shown in the prompt
-    num_best: NonNegativeInt = 4  # of which the best labelled so far; the rest are random feasible seed data
-    temperature: PositiveFloat = 0.7  # not tuned; greedy decoding would give one proposal per prompt
-    max_new_tokens: PositiveInt | None = None  # None: the widest list of L states, plus a little for a preamble
-    reply_prefix: Annotated[str, Field(strict=True)] = "["  # the assistant's reply starts with it; "" leaves it free
-    batch_size: PositiveInt = 24  # rows decoded at once; each chunk draws its own random stream
-
-    @field_validator("num_to_label")
-    @classmethod
-    def _labels_what_it_draws(cls, value: int, info: ValidationInfo) -> int:
-        drawn = info.data.get("num_samples")
-        if drawn is not None and value > drawn:
-            raise ValueError(f"a round labels at most the num_samples={drawn} proposals it draws")
-        return value
-
-    @field_validator("num_best")
-    @classmethod
-    def _best_among_the_examples(cls, value: int, info: ValidationInfo) -> int:
-        shown = info.data.get("num_examples")
-        if shown is not None and value > shown:
-            raise ValueError(f"must be at most num_examples={shown}: the best are some of the examples shown")
-        return value
-
-
-def prompted_config(settings: Mapping[str, Any] | PromptedConfig | None, where: str = "prompted") -> PromptedConfig:
-    """The prompted baseline's settings from a profile section (None: every default); a bad one raises ConfigError
-    naming its key path under `where`."""
-    if isinstance(settings, PromptedConfig):
-        return settings
-    if settings is not None and not isinstance(settings, Mapping):
-        raise ConfigError(f"{where}: must be a mapping of settings, got {settings!r}")
-    try:
-        return PromptedConfig.model_validate(dict(settings or {}))
-    except ValidationError as error:
-        raise ConfigError("\n".join(error_lines(error, where))) from None
 
 
 def round_seed(seed: int, index: int) -> int:
@@ -334,8 +280,9 @@ def round_dir(run_dir: Path, index: int) -> Path:
 
 
 def run_prompted(settings: PromptedConfig | dict | None, *, function, seed_table: pd.DataFrame, seed: int, tokenizer,
-                 sampler: Sampler, run_dir: Path | None = None) -> tuple[list[dict], list[pd.DataFrame]]:
-    """Every round for one seed; returns each round's metrics and labels.
+                 sampler: Sampler, run_dir: Path | None = None,
+                 on_round: Callable[[dict], None] | None = None) -> tuple[list[dict], list[pd.DataFrame]]:
+    """Every round for one seed; returns each round's metrics and labels. `on_round` sees each round's metrics.
 
     The pool of labelled sequences starts as the seed data (already paid for) and grows by each round's labels.
     With `run_dir`, a round is kept in `round_NN/` (proposals, labels, metrics), built in `round_NN.partial/` and
@@ -361,6 +308,8 @@ def run_prompted(settings: PromptedConfig | dict | None, *, function, seed_table
                 _save_round(final, proposals, labelled, metrics, time.perf_counter() - started)
         history.append(metrics)
         labels.append(labelled)
+        if on_round is not None:
+            on_round(metrics)
         pool = pd.concat([pool, labelled[["sequence", "score"]]], ignore_index=True)
     return history, labels
 

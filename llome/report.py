@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llome.io import atomic_path, read_table, write_csv, write_json
+from llome.io import atomic_path, read_json, read_table, write_csv, write_json
 from llome.metrics import calibration, regret_on_grid
 from llome.provenance import file_digest, make_record, write_record
 from llome.plots import (per_round_medians, plot_calibration, plot_difficulty, plot_regret, plot_round_panels,
@@ -62,6 +62,18 @@ def run_summary(trace: pd.DataFrame, diagnostic_calls: dict[int, int] | None = N
     }
 
 
+def add_prompted_validity(method_summary: dict, prompted_summary: dict) -> None:
+    """The prompted LLM's validity and feasibility beside its best f: per seed, and their medians."""
+    own = {int(row["seed"]): row for row in prompted_summary["per_seed"]}
+    missing = sorted({row["seed"] for row in method_summary["per_seed"]} - set(own))
+    if missing:
+        raise ValueError(f"data/prompted/summary.json has no seed {missing[0]}; rerun the prompted stage")
+    for row in method_summary["per_seed"]:
+        row.update({key: own[row["seed"]][key] for key in PROMPTED_SEED_FIELDS})
+    for key in ("in_range", "feasible"):
+        method_summary[f"median_{key}"] = float(np.median([row[key] for row in method_summary["per_seed"]]))
+
+
 def diagnostic_calls_per_seed(rounds: pd.DataFrame) -> dict[int, int]:
     """Unpaid calls of one LLOME method, summed over its rounds, per seed."""
     if "diagnostic_oracle_calls" not in rounds.columns:
@@ -83,18 +95,30 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def lowest_temperature(temperatures) -> float:
+    """A round's lowest sampling temperature from its space-separated list; NaN for a method that samples none."""
+    return float("nan") if pd.isna(temperatures) else min(map(float, str(temperatures).split()))
+
+
+# Baselines with a stage and a data directory of their own, named as their method.
+BASELINE_STAGES = ("lambo2", "prompted")
+# What the prompted LLM's own summary adds per seed: how many of its replies were valid, and of its labels feasible.
+PROMPTED_SEED_FIELDS = ("proposals", "parsable", "correct_length", "in_range", "feasible", "seed_data_best_value")
+
+
 def collect(cfg: dict, data_dir: Path):
     """Every configured method's trace and rounds, and the labels of exactly the configured seeds and rounds.
 
-    LaMBO-2 (`lambo2` in the config) adds its trace and rounds; it proposes without a likelihood, so it has no
-    calibration labels.
+    LaMBO-2 and the prompted LLM (`lambo2`, `prompted` in the config) add their traces and rounds; neither is
+    trained on likelihoods of its labels, so they have no calibration labels.
     """
     data_dir = Path(data_dir)
     traces = [_read_csv(data_dir / "ga_baseline" / "regret.csv")]
     rounds, labelled = [], []
-    if "lambo2" in cfg:
-        traces.append(_read_csv(data_dir / "lambo2" / "regret.csv").assign(method="lambo2"))
-        rounds.append(_read_csv(data_dir / "lambo2" / "rounds.csv").assign(method="lambo2"))
+    for method in BASELINE_STAGES:
+        if method in cfg:
+            traces.append(_read_csv(data_dir / method / "regret.csv").assign(method=method))
+            rounds.append(_read_csv(data_dir / method / "rounds.csv").assign(method=method))
     for method in cfg["methods"]:
         run_root = data_dir / "llome" / method
         traces.append(_read_csv(run_root / "regret.csv").assign(method=f"llome_{method}"))
@@ -107,7 +131,7 @@ def collect(cfg: dict, data_dir: Path):
     trace = pd.concat(traces, ignore_index=True)
     rounds = pd.concat(rounds, ignore_index=True)
     if "temperatures" in rounds.columns:
-        rounds["min_temperature"] = rounds["temperatures"].astype(str).str.split().map(lambda t: min(map(float, t)))
+        rounds["min_temperature"] = rounds["temperatures"].map(lowest_temperature)
     labelled = pd.concat(labelled, ignore_index=True) if labelled else pd.DataFrame(columns=["loglik", "reward", "method"])
     return trace, rounds, labelled
 
@@ -119,7 +143,7 @@ def build_report(cfg: dict, data_dir, figures_dir, plots_dir, summary_path, repo
 
     budget = int(cfg["oracle_budget"])
     # LaMBO-2 may run more rounds than LLOME (the paper profile's 12 against 9): the axis shows all of it.
-    widest = max(budget, int(cfg.get("lambo2", {}).get("oracle_budget", 0)))
+    widest = max([budget] + [int(cfg[m]["oracle_budget"]) for m in BASELINE_STAGES if m in cfg])
     grid = np.unique(np.linspace(1, widest, 400).astype(int))
     bands = regret_bands(regret_on_grid(trace, grid, runs=("method", "seed")))
     write_csv(plots_dir / "regret.csv", bands)
@@ -148,8 +172,10 @@ def build_report(cfg: dict, data_dir, figures_dir, plots_dir, summary_path, repo
     methods = {method: run_summary(rows, diagnostic_calls_per_seed(rounds[rounds["method"] == method]))
                for method, rows in trace.groupby("method", sort=True)}
     for method, summary_of_method in methods.items():
-        if method.startswith("llome_"):
+        if method.startswith("llome_") or method == "prompted":
             summary_of_method["short_rounds"] = short_rounds(rounds[rounds["method"] == method])
+    if "prompted" in methods:
+        add_prompted_validity(methods["prompted"], read_json(data_dir / "prompted" / "summary.json"))
     summary = {
         "function": name,
         "profile": cfg["profile"],
@@ -157,14 +183,18 @@ def build_report(cfg: dict, data_dir, figures_dir, plots_dir, summary_path, repo
         "methods": methods,
         "calibration_spearman": correlations,
     }
-    if "lambo2" in cfg:
-        summary["lambo2_oracle_budget"] = int(cfg["lambo2"]["oracle_budget"])
+    for method in BASELINE_STAGES:
+        if method in cfg:
+            summary[f"{method}_oracle_budget"] = int(cfg[method]["oracle_budget"])
     write_json(summary_path, summary)
     inputs = [data_dir / "ga_baseline" / "regret.csv", data_dir / "test_functions" / "difficulty.csv",
               data_dir / "ga_difficulty" / "ga_difficulty.csv"]
     inputs += [data_dir / "llome" / m / f for m in cfg["methods"] for f in ("regret.csv", "rounds.csv")]
-    if "lambo2" in cfg:
-        inputs += [data_dir / "lambo2" / f for f in ("regret.csv", "rounds.csv")]
+    for method in BASELINE_STAGES:
+        if method in cfg:
+            inputs += [data_dir / method / f for f in ("regret.csv", "rounds.csv")]
+    if "prompted" in cfg:
+        inputs.append(data_dir / "prompted" / "summary.json")
     write_record(plots_dir, make_record(cfg, code=[__name__],
                                         inputs={str(p.relative_to(data_dir)): file_digest(p) for p in inputs}))
     write_html_report(summary, figures, report_path)
@@ -234,6 +264,13 @@ def results_markdown(summary: dict, figures_dir: str = "docs/figures") -> str:
     if "lambo2_oracle_budget" in summary:
         lines.append(f"LaMBO-2 (`lambo2`) starts from the same GA seed data and pays for the same n labels a round, "
                      f"{summary['lambo2_oracle_budget']:,} calls per run in all, every proposal counted.")
+        lines.append("")
+    if "prompted" in summary["methods"]:
+        prompted = summary["methods"]["prompted"]
+        lines.append(f"The prompted LLM (`prompted`, never trained) starts from the same GA seed data and pays for at "
+                     f"most {summary['prompted_oracle_budget']:,} calls per run; a median of "
+                     f"{prompted['median_in_range']:.0%} of its replies were valid sequences, and "
+                     f"{prompted['median_feasible']:.0%} of its paid labels feasible.")
         lines.append("")
     if short:
         lines.append("Rounds that had fewer than n new candidates, and so paid for fewer labels: " + "; ".join(

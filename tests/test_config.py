@@ -19,7 +19,7 @@ def test_every_profile_resolves_and_validates(profile):
     assert cfg["profile"] == profile
     stages = stage_configs(cfg)
     assert {"test_functions", "seed_data", "sft", "llome_sft", "llome_marge", "llome_dpo", "ga_baseline",
-            "figures", "ga_difficulty", "lambo2"} <= set(stages)
+            "figures", "ga_difficulty", "lambo2", "prompted"} <= set(stages)
     # The GA baseline gets exactly the oracle budget each LLOME run spends.
     assert stages["ga_baseline"]["max_oracle_calls"] == llome_oracle_budget(cfg)
     assert stages["figures"]["oracle_budget"] == llome_oracle_budget(cfg)
@@ -66,6 +66,9 @@ def test_override_merges_deeply_without_touching_the_base():
     (("function",), "ehr_v-32_l-032_m-4_c-9_q-4", "num_motifs|motif_length|dim"),
     (("function",), "not-a-name", "not-a-name"),
     (("llome", "methods", "marge", "objective"), "ppo", "objective"),
+    (("prompted", "num_best"), 9, r"prompted\.num_best"),
+    (("prompted", "num_to_label"), 25, r"prompted\.num_to_label"),
+    (("prompted", "temperature"), 0, r"prompted\.temperature"),
 ])
 def test_bad_values_fail_before_any_work_and_name_the_setting(path, value, message):
     params = copy.deepcopy(PARAMS)
@@ -74,6 +77,18 @@ def test_bad_values_fail_before_any_work_and_name_the_setting(path, value, messa
         node = node[key]
     node[path[-1]] = value
     with pytest.raises(ValueError, match=message):
+        load_profile(params, "default")
+
+
+def test_the_prompted_baseline_pays_for_the_seed_data_and_at_most_n_a_round():
+    cfg = load_profile(PARAMS, "default")
+    stages = stage_configs(cfg)
+    prompted = cfg["prompted"]
+    assert stages["prompted"]["seed_data_oracle_calls"] == stages["figures"]["seed_data_oracle_calls"] == 1000 * 10
+    assert stages["figures"]["prompted"]["oracle_budget"] == 1000 * 10 + prompted["rounds"] * prompted["num_to_label"]
+    params = copy.deepcopy(PARAMS)
+    del params["profiles"]["default"]["prompted"]["num_best"]
+    with pytest.raises(ConfigError, match=r"prompted.*num_best"):
         load_profile(params, "default")
 
 
@@ -104,7 +119,8 @@ def test_the_function_seed_reaches_every_stage_that_builds_the_function():
     params = copy.deepcopy(PARAMS)
     params["profiles"]["default"]["test_functions"]["seed"] = 7
     stages = stage_configs(load_profile(params, "default"))
-    builders = {"seed_data", "sft", "ga_baseline", "ga_difficulty", "llome_sft", "llome_marge", "llome_dpo", "lambo2"}
+    builders = {"seed_data", "sft", "ga_baseline", "ga_difficulty", "llome_sft", "llome_marge", "llome_dpo", "lambo2",
+                "prompted"}
     assert {name for name, stage in stages.items() if stage.get("function_seed") == 7} == builders
     assert stages["test_functions"]["seed"] == 7
     name = stages["seed_data"]["function"]

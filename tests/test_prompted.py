@@ -18,17 +18,16 @@ from llome.models import build_model, save_model_and_tokenizer
 from llome.objective import CountingUp
 from llome.prompted import (
     ModelSampler,
-    PromptedConfig,
     build_messages,
     choose_examples,
     format_score,
     list_tokens,
-    prompted_config,
     prompted_trace,
     read_reply,
     render_prompt,
     run_prompted,
 )
+from llome.prompted_settings import PromptedConfig, prompted_config
 from llome.schema import ConfigError
 from llome.stages.common import seed_data_path
 from llome.stages.prompted import prompted_method
@@ -343,6 +342,22 @@ def test_the_stage_writes_rounds_regret_and_summary_and_resumes(tiny, tmp_path):
     again, _, _ = prompted_method(cfg, seeds_dir, tmp_path / "out")
     pd.testing.assert_frame_equal(again, rounds)
     assert (tmp_path / "out" / "seed_0" / "round_01" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_a_relative_model_directory_is_found_in_the_working_directory_then_in_the_checkout(tmp_path, monkeypatch):
+    from llome import smollm2
+    from llome.stages.prompted import locate
+
+    checkout, work = tmp_path / "checkout", tmp_path / "work"
+    (checkout / "models" / "m").mkdir(parents=True)
+    work.mkdir()
+    monkeypatch.setattr(smollm2, "ROOT", checkout)
+    monkeypatch.chdir(work)
+    assert locate("models/m") == str(checkout / "models" / "m")  # a scratch copy without models/
+    (work / "models" / "m").mkdir(parents=True)
+    assert locate("models/m") == "models/m"  # the working directory's own comes first
+    assert locate("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a hub name
+    assert locate(str(tmp_path / "elsewhere")) == str(tmp_path / "elsewhere")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -74,3 +74,58 @@ def test_lambo2_joins_the_traces_rounds_and_summary_when_the_config_names_it(tmp
     text = results_markdown({**summary, "lambo2_oracle_budget": 12})
     assert "| lambo2 | 12 | 0 | 0.500 | 0.500 |" in text and "LaMBO-2 (`lambo2`) starts from the same GA seed data" in text
     assert _linestyle("lambo2") == "--" and _linestyle("llome_marge") == "-"
+
+
+def test_a_baseline_without_temperatures_beside_llome_rounds_gets_none_for_its_lowest():
+    from llome.report import lowest_temperature
+
+    rounds = pd.DataFrame({"method": ["llome_sft", "llome_sft", "lambo2"],
+                           "temperatures": ["0.9 1.0 1.1", 0.8, np.nan]})
+    lowest = rounds["temperatures"].map(lowest_temperature)
+    assert lowest.iloc[0] == 0.9 and lowest.iloc[1] == 0.8 and np.isnan(lowest.iloc[2])
+
+
+def _prompted_dir(tmp_path, seeds=(0, 1)):
+    (tmp_path / "ga_baseline").mkdir()
+    (tmp_path / "ga_baseline" / "regret.csv").write_text("oracle_calls,best_value,regret,seed,method\n1,0.5,0.5,0,ga_paper\n")
+    (tmp_path / "prompted").mkdir()
+    (tmp_path / "prompted" / "regret.csv").write_text(
+        "oracle_calls,best_value,regret,round,seed,method\n"
+        "10,0.25,0.75,0,0,prompted\n13,0.5,0.5,1,0,prompted\n10,0.25,0.75,0,1,prompted\n12,0.25,0.75,1,1,prompted\n")
+    (tmp_path / "prompted" / "rounds.csv").write_text(
+        "seed,round,labels_short,generation.in_range\n0,1,1,0.75\n1,1,2,0.5\n")
+    per_seed = [{"seed": s, "proposals": 4, "parsable": 1.0, "correct_length": 0.75 - 0.25 * s,
+                 "in_range": 0.75 - 0.25 * s, "feasible": [1 / 3, 0.5][s], "seed_data_best_value": 0.25} for s in seeds]
+    (tmp_path / "prompted" / "summary.json").write_text(__import__("json").dumps({"per_seed": per_seed}))
+    return {"methods": [], "seeds": [0, 1], "rounds": 1, "prompted": {"oracle_budget": 14}}
+
+
+def test_the_prompted_llm_joins_the_summary_with_its_validity_and_feasibility_per_seed(tmp_path):
+    from llome.plots import _linestyle
+    from llome.report import add_prompted_validity, collect, read_json, results_markdown, short_rounds
+
+    cfg = _prompted_dir(tmp_path)
+    trace, rounds, labelled = collect(cfg, tmp_path)
+    assert sorted(trace["method"].unique()) == ["ga_paper", "prompted"] and len(labelled) == 0
+    s = run_summary(trace[trace["method"] == "prompted"])
+    add_prompted_validity(s, read_json(tmp_path / "prompted" / "summary.json"))
+    assert [row["in_range"] for row in s["per_seed"]] == [0.75, 0.5]
+    assert s["median_in_range"] == 0.625 and s["median_feasible"] == pytest.approx(5 / 12)
+    assert s["best_value"] == 0.375  # median of 0.5 and 0.25
+    s["short_rounds"] = short_rounds(rounds)
+    assert [r["labels_short"] for r in s["short_rounds"]] == [1, 2]
+    text = results_markdown({"function": "f", "profile": "p", "oracle_budget": 12, "prompted_oracle_budget": 14,
+                             "methods": {"prompted": s}})
+    assert "| prompted | 12 |" in text  # the median of its seeds' 13 and 12 paid calls, seed data included
+    assert "a median of 62% of its replies were valid sequences, and 42% of its paid labels feasible" in text
+    assert _linestyle("prompted") == ":"
+
+
+def test_a_prompted_summary_that_lacks_a_seed_is_named(tmp_path):
+    from llome.report import add_prompted_validity, collect, read_json
+
+    cfg = _prompted_dir(tmp_path, seeds=(0,))
+    trace, _, _ = collect(cfg, tmp_path)
+    with pytest.raises(ValueError, match="no seed 1"):
+        add_prompted_validity(run_summary(trace[trace["method"] == "prompted"]),
+                              read_json(tmp_path / "prompted" / "summary.json"))

@@ -1,9 +1,9 @@
 """Stage `prompted`: the prompted-LLM baseline's rounds for every seed (docs/prompted.md, docs/method.md §7).
 
-Not in dvc.yaml yet: docs/prompted.md proposes its stage block and params section. Until then the stage config can
-be made from a resolved profile, which has no `prompted` section yet (its defaults then apply):
+The pipeline runs it as notebooks/10_prompted.ipynb from data/params/prompted.json; by hand, from a profile:
 
-    python -m llome.stages.prompted --params params.yaml --seed-data-dir data/seed --out data/prompted
+    python -m llome.config --params params.yaml --profile smoke --out scratch/params
+    python -m llome.stages.prompted --config scratch/params/prompted.json --out scratch/prompted
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from llome import smollm2
 from llome.io import read_json, write_csv, write_json
 from llome.models import build_model, load_tokenizer, resolve_device
 from llome.objective import optimum_of
-from llome.prompted import ModelSampler, PromptedConfig, prompted_config, prompted_trace, run_prompted
+from llome.prompted import ModelSampler, prompted_trace, run_prompted
+from llome.prompted_settings import PromptedConfig, prompted_config
 from llome.provenance import claim, file_digest, make_record, model_digest, result_config, table_digest
 from llome.schema import ConfigError
 from llome.stages.common import apply_numerics, load_function, read_seed_table, seed_dir
@@ -26,32 +28,32 @@ from llome.stages.common import apply_numerics, load_function, read_seed_table, 
 METHOD = "prompted"
 
 
-def stage_config(profile: dict) -> dict:
-    """What the stage reads, from a resolved profile (llome.config.load_profile): the shape llome.config's
-    stage_configs would give it, with the `prompted` section's defaults where the profile has none."""
-    from llome.config import seed_data_oracle_calls
-
-    return {"profile": profile["profile"], "function": profile["function"],
-            "function_seed": profile["test_functions"]["seed"], "seeds": profile["seeds"],
-            "seed_data_oracle_calls": seed_data_oracle_calls(profile),
-            "prompted": prompted_config(profile.get("prompted")).model_dump(),
-            "device": profile["device"], "numerics": profile["numerics"]}
+def locate(name_or_path: str) -> str:
+    """A relative model directory is looked up in the working directory, then in this project's checkout, where
+    `make smollm2` puts SmolLM2: a scratch copy or a queued experiment (dvc exp) has no git-ignored models/ of its
+    own. Anything else (a hub name) is returned as it is."""
+    path = Path(name_or_path)
+    if path.is_absolute() or path.exists():
+        return name_or_path
+    checkout = smollm2.ROOT / path
+    return str(checkout) if checkout.exists() else name_or_path
 
 
 def load_prompted_model(settings: PromptedConfig, device: str = "auto"):
     """The off-the-shelf model and its tokenizer, on `device`, for inference only."""
-    if settings.gguf_file == smollm2.GGUF_FILE and not (Path(settings.name_or_path) / settings.gguf_file).is_file():
+    where = locate(settings.name_or_path)
+    if settings.gguf_file == smollm2.GGUF_FILE and not (Path(where) / settings.gguf_file).is_file():
         raise FileNotFoundError(f"{Path(settings.name_or_path) / settings.gguf_file} is absent: run `make smollm2` "
                                 "to fetch it (98 MB), or name another model in prompted.name_or_path")
-    spec = {"name_or_path": settings.name_or_path, **({"gguf_file": settings.gguf_file} if settings.gguf_file else {})}
-    tokenizer = load_tokenizer(settings.name_or_path, gguf_file=settings.gguf_file)
+    spec = {"name_or_path": where, **({"gguf_file": settings.gguf_file} if settings.gguf_file else {})}
+    tokenizer = load_tokenizer(where, gguf_file=settings.gguf_file)
     model = build_model(spec, tokenizer).to(resolve_device(device)).eval()
     return model, tokenizer
 
 
 def model_identity(settings: PromptedConfig) -> dict[str, str]:
     """A digest of the checkpoint when it is on disk (the model is the method here); a hub name stands for itself."""
-    path = Path(settings.name_or_path)
+    path = Path(locate(settings.name_or_path))
     if settings.gguf_file and (path / settings.gguf_file).is_file():
         return {"model": file_digest(path / settings.gguf_file)}
     if (path / "config.json").is_file():
@@ -59,7 +61,7 @@ def model_identity(settings: PromptedConfig) -> dict[str, str]:
     return {}
 
 
-def prompted_method(cfg: dict, seed_data_dir: Path, out_dir: Path, model=None, tokenizer=None):
+def prompted_method(cfg: dict, seed_data_dir: Path, out_dir: Path, model=None, tokenizer=None, progress: bool = True):
     """Returns (one row of metrics per seed and round, the regret trace of every seed, the summary).
 
     Writes `rounds.csv`, `regret.csv` (method `prompted`) and `summary.json` into `out_dir`, and each seed's rounds
@@ -76,17 +78,20 @@ def prompted_method(cfg: dict, seed_data_dir: Path, out_dir: Path, model=None, t
     extendable = {key: value for key, value in settings.model_dump().items() if key != "rounds"}
     record_config = result_config({**cfg, "prompted": extendable})
     rows, traces, per_seed = [], [], []
+    bar = tqdm(total=len(cfg["seeds"]) * settings.rounds, desc="prompted rounds", unit="round", disable=not progress)
     for seed in cfg["seeds"]:
         seed_table = read_seed_table(seed_data_dir, seed)
         run_dir = seed_dir(out_dir, seed)
         claim(run_dir, make_record(record_config, code=[__name__], seed=seed,
                                    inputs={"seed_data": table_digest(seed_table), **model_identity(settings)}))
         history, labels = run_prompted(settings, function=function, seed_table=seed_table, seed=seed,
-                                       tokenizer=tokenizer, sampler=sampler, run_dir=run_dir)
+                                       tokenizer=tokenizer, sampler=sampler, run_dir=run_dir,
+                                       on_round=lambda metrics: bar.update())
         rows += [{"seed": seed, **metrics} for metrics in history]
         traces.append(prompted_trace(seed_table, cfg["seed_data_oracle_calls"], labels,
                                      optimum=optimum_of(function)).assign(seed=seed))
         per_seed.append(seed_summary(seed, seed_table, history, labels))
+    bar.close()
     rounds = pd.DataFrame(rows)
     trace = pd.concat(traces, ignore_index=True).assign(method=METHOD)
     summary = {"method": METHOD, "function": cfg["function"], "model": settings.name_or_path,
@@ -125,21 +130,15 @@ def medians(per_seed: list[dict]) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", help="a stage config JSON (as llome.config would write data/params/prompted.json)")
-    source.add_argument("--params", default="params.yaml", help="make the stage config from this params file")
-    parser.add_argument("--profile", default=None, help="with --params: override its `profile`")
+    parser.add_argument("--config", default="data/params/prompted.json",
+                        help="the stage config JSON the params stage writes (python -m llome.config)")
     parser.add_argument("--seed-data-dir", default="data/seed")
     parser.add_argument("--out", default="data/prompted")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        if args.config:
-            cfg = read_json(args.config)
-        else:
-            from llome.config import load_profile
-
-            cfg = stage_config(load_profile(args.params, args.profile))
-        _, _, summary = prompted_method(cfg, Path(args.seed_data_dir), Path(args.out))
+        _, _, summary = prompted_method(read_json(args.config), Path(args.seed_data_dir), Path(args.out),
+                                        progress=not args.quiet)
     except ConfigError as error:
         raise SystemExit(f"error: {error}") from None
     print(f"{args.out}: median best f {summary['median_best_value']:.4f}, median in range "
