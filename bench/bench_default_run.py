@@ -33,7 +33,7 @@ from scratch_project import copy_project, tool_env  # noqa: E402
 
 SETTINGS = {"pinned": {}, "native": {"LLOME_NUMERICS": "native"}}
 WHOLE_RUN = ["params", "test_functions", "ga_difficulty", "seed_data", "sft", "llome@sft", "llome@marge",
-             "llome@dpo", "ga_baseline", "lambo2", "figures"]
+             "llome@dpo", "ga_baseline", "lambo2", "prompted", "figures"]
 SLICE = ["params", "seed_data", "sft", "llome@marge"]
 
 

@@ -267,10 +267,11 @@ def results_markdown(summary: dict, figures_dir: str = "docs/figures") -> str:
         lines.append("")
     if "prompted" in summary["methods"]:
         prompted = summary["methods"]["prompted"]
+        feasible = ("it paid for no label" if np.isnan(prompted["median_feasible"]) else
+                    f"{prompted['median_feasible']:.0%} of its paid labels feasible")
         lines.append(f"The prompted LLM (`prompted`, never trained) starts from the same GA seed data and pays for at "
                      f"most {summary['prompted_oracle_budget']:,} calls per run; a median of "
-                     f"{prompted['median_in_range']:.0%} of its replies were valid sequences, and "
-                     f"{prompted['median_feasible']:.0%} of its paid labels feasible.")
+                     f"{prompted['median_in_range']:.0%} of its replies were valid sequences, and {feasible}.")
         lines.append("")
     if short:
         lines.append("Rounds that had fewer than n new candidates, and so paid for fewer labels: " + "; ".join(

@@ -129,3 +129,16 @@ def test_a_prompted_summary_that_lacks_a_seed_is_named(tmp_path):
     with pytest.raises(ValueError, match="no seed 1"):
         add_prompted_validity(run_summary(trace[trace["method"] == "prompted"]),
                               read_json(tmp_path / "prompted" / "summary.json"))
+
+
+def test_a_prompted_run_that_paid_for_nothing_says_so_instead_of_a_percentage():
+    from llome.report import results_markdown
+
+    prompted = {"oracle_calls": 10.0, "diagnostic_oracle_calls": 0.0, "best_value": 0.25, "regret": 0.75,
+                "solved_fraction": 0.0, "oracle_calls_to_best": 1.0, "num_seeds": 1, "median_in_range": 0.0,
+                "median_feasible": float("nan"), "short_rounds": [],
+                "per_seed": [{"seed": 0, "best_value": 0.25}]}
+    text = results_markdown({"function": "f", "profile": "p", "oracle_budget": 12, "prompted_oracle_budget": 14,
+                             "methods": {"prompted": prompted}})
+    assert "a median of 0% of its replies were valid sequences, and it paid for no label." in text
+    assert "nan" not in text.lower()
