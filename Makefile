@@ -14,6 +14,8 @@ LAMBO_STAMP := $(LAMBO_VENV)/.installed
 SMOLLM2 := models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 # llome.lambo runs LaMBO-2 in this environment, wherever LAMBO_VENV puts it.
 export LLOME_LAMBO_VENV := $(abspath $(LAMBO_VENV))
+# The prompted stage finds models/ (`make smollm2`) here from a scratch copy or a queued experiment too.
+export LLOME_CHECKOUT := $(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1

@@ -16,9 +16,9 @@ def project_files() -> list[str]:
 
 
 def tool_env() -> dict:
-    """Offline, this interpreter's tools (dvc, accelerate) first on PATH, and this checkout's LaMBO environment,
-    which a scratch copy does not have (llome.lambo.VENV_VARIABLE)."""
-    return {"LLOME_LAMBO_VENV": str(ROOT / ".lambo-venv"), **os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
+    """Offline, this interpreter's tools (dvc, accelerate) first on PATH, and this checkout's LaMBO environment and
+    models/, which a scratch copy does not have (llome.lambo.VENV_VARIABLE, llome.stages.prompted.CHECKOUT_VARIABLE)."""
+    return {"LLOME_LAMBO_VENV": str(ROOT / ".lambo-venv"), "LLOME_CHECKOUT": str(ROOT), **os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 

@@ -351,9 +351,15 @@ def test_a_relative_model_directory_is_found_in_the_working_directory_then_in_th
     checkout, work = tmp_path / "checkout", tmp_path / "work"
     (checkout / "models" / "m").mkdir(parents=True)
     work.mkdir()
-    monkeypatch.setattr(smollm2, "ROOT", checkout)
+    monkeypatch.setattr(smollm2, "ROOT", tmp_path / "package")
+    monkeypatch.delenv("LLOME_CHECKOUT", raising=False)
     monkeypatch.chdir(work)
-    assert locate("models/m") == str(checkout / "models" / "m")  # a scratch copy without models/
+    assert locate("models/m") == "models/m"  # found nowhere: left for transformers to name
+    monkeypatch.setattr(smollm2, "ROOT", checkout)
+    assert locate("models/m") == str(checkout / "models" / "m")  # beside the imported package
+    monkeypatch.setattr(smollm2, "ROOT", tmp_path / "package")
+    monkeypatch.setenv("LLOME_CHECKOUT", str(checkout))
+    assert locate("models/m") == str(checkout / "models" / "m")  # a scratch copy or a queued experiment
     (work / "models" / "m").mkdir(parents=True)
     assert locate("models/m") == "models/m"  # the working directory's own comes first
     assert locate("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a hub name

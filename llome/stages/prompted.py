@@ -9,6 +9,7 @@ The pipeline runs it as notebooks/10_prompted.ipynb from data/params/prompted.js
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +29,21 @@ from llome.stages.common import apply_numerics, load_function, read_seed_table, 
 METHOD = "prompted"
 
 
+# The checkout whose git-ignored models/ `make smollm2` filled; the Makefile exports it (as LLOME_LAMBO_VENV for
+# LaMBO-2), so that a scratch copy or a queued experiment (dvc exp), which has no models/ of its own, finds it.
+CHECKOUT_VARIABLE = "LLOME_CHECKOUT"
+
+
 def locate(name_or_path: str) -> str:
-    """A relative model directory is looked up in the working directory, then in this project's checkout, where
-    `make smollm2` puts SmolLM2: a scratch copy or a queued experiment (dvc exp) has no git-ignored models/ of its
-    own. Anything else (a hub name) is returned as it is."""
+    """A relative model directory, looked up in the working directory, then under $LLOME_CHECKOUT, then beside the
+    imported `llome` package. Anything found nowhere (a hub name) is returned as it is."""
     path = Path(name_or_path)
     if path.is_absolute() or path.exists():
         return name_or_path
-    checkout = smollm2.ROOT / path
-    return str(checkout) if checkout.exists() else name_or_path
+    for root in (os.environ.get(CHECKOUT_VARIABLE), smollm2.ROOT):
+        if root and (Path(root) / path).exists():
+            return str(Path(root) / path)
+    return name_or_path
 
 
 def load_prompted_model(settings: PromptedConfig, device: str = "auto"):
