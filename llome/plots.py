@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.lines  # noqa: E402
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
@@ -14,29 +17,54 @@ import pandas as pd  # noqa: E402
 
 from llome.io import atomic_path  # noqa: E402
 
-# label, colour, line style; the specialist baseline is dashed and the prompted one dotted, so they read apart from
-# the LLOME variants in grey print
+
+class MethodStyle(NamedTuple):
+    label: str
+    color: str | None
+    linestyle: str | tuple
+    marker: str
+
+
+# Each method differs from the others in line style or marker as well as in colour, so that they read apart in
+# grey print: the LLOME variants are solid and told apart by marker, the two GAs dash-dotted (the sweep's with two
+# dots), LaMBO-2 dashed and the prompted LLM dotted. The order here is the order of every legend.
+DASH_DOT_DOT = (0, (6, 1.5, 1, 1.5, 1, 1.5))
 METHOD_STYLE = {
-    "ga_paper": ("GA (paper's settings)", "#444444", "-"),
-    "ga_swept": ("GA (swept)", "#999999", "-"),
-    "llome_sft": ("LLOME-SFT", "#1f77b4", "-"),
-    "llome_marge": ("LLOME-MargE", "#d62728", "-"),
-    "llome_dpo": ("LLOME-DPO", "#2ca02c", "-"),
-    "lambo2": ("LaMBO-2", "#9467bd", "--"),
-    "prompted": ("Prompted LLM", "#ff7f0e", ":"),
+    "ga_paper": MethodStyle("GA, authors' settings", "#444444", "-.", "D"),
+    "ga_swept": MethodStyle("GA, best of a sweep", "#999999", DASH_DOT_DOT, "v"),
+    "llome_sft": MethodStyle("LLOME-SFT", "#1f77b4", "-", "o"),
+    "llome_marge": MethodStyle("LLOME-MargE", "#d62728", "-", "s"),
+    "llome_dpo": MethodStyle("LLOME-DPO", "#2ca02c", "-", "^"),
+    "lambo2": MethodStyle("LaMBO-2", "#9467bd", "--", "P"),
+    "prompted": MethodStyle("Prompted LLM", "#ff7f0e", ":", "X"),
 }
 
 
+def _style(method: str) -> MethodStyle:
+    return METHOD_STYLE.get(method, MethodStyle(method, None, "-", "o"))
+
+
 def _label(method: str) -> str:
-    return METHOD_STYLE.get(method, (method, None, "-"))[0]
+    return _style(method).label
 
 
 def _color(method: str):
-    return METHOD_STYLE.get(method, (None, None, "-"))[1]
+    return _style(method).color
 
 
-def _linestyle(method: str) -> str:
-    return METHOD_STYLE.get(method, (None, None, "-"))[2]
+def _linestyle(method: str) -> str | tuple:
+    return _style(method).linestyle
+
+
+def _marker(method: str) -> str:
+    return _style(method).marker
+
+
+def _in_legend_order(methods) -> list[str]:
+    """The distinct methods, known ones in METHOD_STYLE's order and any other after them as they come."""
+    known = list(METHOD_STYLE)
+    distinct = list(dict.fromkeys(methods))
+    return sorted(distinct, key=lambda m: (known.index(m) if m in known else len(known), distinct.index(m)))
 
 
 def _save(fig, path: Path) -> Path:
@@ -53,23 +81,98 @@ def regret_bands(on_grid: pd.DataFrame) -> pd.DataFrame:
             .agg(median="median", low="min", high="max"))
 
 
-def plot_regret(bands: pd.DataFrame, function_name: str, seed_data_calls: int | None, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for method, rows in bands.groupby("method", sort=False):
-        ax.step(rows["oracle_calls"], rows["median"], where="post", label=_label(method), color=_color(method), lw=2,
-                ls=_linestyle(method))
-        ax.fill_between(rows["oracle_calls"], rows["low"], rows["high"], step="post", alpha=0.18, color=_color(method))
-    if seed_data_calls:
-        ax.axvline(seed_data_calls, color="grey", ls=":", lw=1)
-        ax.annotate("end of GA seed data", (seed_data_calls, 0.0), xytext=(4, 4), textcoords="offset points",
-                    fontsize=8, color="grey")
-    ax.set_xlabel("cumulative oracle calls")
-    ax.set_ylabel("regret  (1 − best f so far)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"Regret vs oracle calls on {function_name}\nmedian over seeds, band = min–max")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
-    return _save(fig, path)
+def regret_zoom_limits(per_seed: pd.DataFrame, first_call: int, last_call: int,
+                       methods: list[str] | None = None) -> tuple[float, float]:
+    """Regret limits that hold every run of `methods` (all, if None) between `first_call` and `last_call`, with a
+    little margin."""
+    window = per_seed[per_seed["oracle_calls"].between(first_call, last_call)]
+    if methods is not None:
+        window = window[window["method"].isin(methods)]
+    regret = window["regret"].dropna()
+    if regret.empty:
+        return -0.02, 1.02
+    low, high = float(regret.min()), float(regret.max())
+    # Wide enough that a thick line on the extreme level is not cut in half by the frame.
+    margin = max(0.015, 0.1 * (high - low))
+    return max(-0.02, low - margin), min(1.02, high + margin)
+
+
+def _drawing_order(methods: list[str]) -> list[str]:
+    """Solid lines first: a dashed or dotted line drawn over a solid one on the same level leaves both visible."""
+    return sorted(methods, key=lambda m: _linestyle(m) != "-")
+
+
+def regret_figure(bands: pd.DataFrame, per_seed: pd.DataFrame, function_name: str, seed_data_calls: int,
+                  last_call: int, from_seed_data: list[str] | None = None):
+    """Left, the whole run: median and min–max band per method. Right, the LLOME phase, from the end of the GA
+    seed data to `last_call`: the median thick and every seed's run thin, on a regret axis fitted to the runs of
+    `from_seed_data` (the methods that start from the seed data; all methods if None). A method whose median
+    ends outside that axis is named at the panel's edge with its final median.
+
+    `bands` is regret_bands' table; `per_seed` is the regret_on_grid table it was reduced from (method, seed).
+    """
+    fig, (whole, phase) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 1.2]})
+    low, high = regret_zoom_limits(per_seed, seed_data_calls, last_call, from_seed_data)
+    legend_methods = _in_legend_order(bands["method"])
+    for method in _drawing_order(legend_methods):
+        rows = bands[bands["method"] == method]
+        # Markers staggered per method, so that two methods on the same level still show both.
+        markers = dict(marker=_marker(method), markersize=4.5,
+                       markevery=(0.015 * legend_methods.index(method), 0.12))
+        whole.step(rows["oracle_calls"], rows["median"], where="post", color=_color(method), lw=2,
+                   ls=_linestyle(method), label=_label(method), **markers)
+        whole.fill_between(rows["oracle_calls"], rows["low"], rows["high"], step="post", alpha=0.15, lw=0,
+                           color=_color(method))
+        for seed, run in per_seed[per_seed["method"] == method].groupby("seed"):
+            phase.step(run["oracle_calls"], run["regret"], where="post", color=_color(method), lw=0.8, alpha=0.6,
+                       ls=_linestyle(method), gid=f"seed {method} {seed}")
+        phase.step(rows["oracle_calls"], rows["median"], where="post", color=_color(method), lw=2.2,
+                   ls=_linestyle(method), gid=f"median {method}", **markers)
+
+    finals = {method: rows.sort_values("oracle_calls")["median"].iloc[-1]
+              for method, rows in bands[bands["oracle_calls"] <= last_call].groupby("method")}
+    below = [m for m in legend_methods if finals.get(m, low) < low]
+    above = [m for m in legend_methods if finals.get(m, high) > high]
+    for side, methods, arrow, y, step in (("below", below, "↓", 0.02, 0.07), ("above", above, "↑", 0.9, -0.07)):
+        for row, method in enumerate(methods):
+            phase.annotate(f"{arrow} {_label(method)}: median {finals[method]:.2f} at {last_call:,} calls, {side} "
+                           "this panel", (0.01, y + step * row), xycoords="axes fraction", fontsize=8,
+                           gid=f"off-panel {method}",
+                           bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85))
+
+    whole.set_ylim(-0.02, 1.02)
+    whole.axvline(seed_data_calls, color="grey", ls=":", lw=1)
+    whole.annotate("end of GA seed data", (seed_data_calls, 0.0), xytext=(-4, 4), textcoords="offset points",
+                   ha="right", fontsize=8, color="grey")
+    # Where the right panel's window lies in the whole run.
+    whole.add_patch(matplotlib.patches.Rectangle((seed_data_calls, low), last_call - seed_data_calls, high - low,
+                                                 fill=False, ec="black", lw=1, ls="--", zorder=4))
+    whole.annotate("shown at right", (last_call, high), xytext=(-2, 3), textcoords="offset points", ha="right",
+                   va="bottom", fontsize=8)
+    whole.set_title("Whole run: median over seeds, band = min–max", fontsize=10)
+
+    phase.set_xlim(seed_data_calls, last_call)
+    phase.set_ylim(low, high)
+    phase.set_title(f"After the GA seed data ({seed_data_calls:,} calls): median thick, each seed thin", fontsize=10)
+    for ax in (whole, phase):
+        ax.set_xlabel("cumulative oracle calls")
+        ax.grid(alpha=0.3)
+    whole.set_ylabel("regret  (1 − best f so far)")
+
+    handles, labels = whole.get_legend_handles_labels()
+    order = [labels.index(_label(m)) for m in legend_methods]
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+    handles.append(matplotlib.lines.Line2D([], [], color="black", lw=0.8, alpha=0.6))
+    labels.append("one seed's run (right)")
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False, bbox_to_anchor=(0.5, -0.01))
+    fig.suptitle(f"Regret vs oracle calls on {function_name}")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def plot_regret(bands: pd.DataFrame, per_seed: pd.DataFrame, function_name: str, seed_data_calls: int,
+                last_call: int, path: Path, from_seed_data: list[str] | None = None) -> Path:
+    return _save(regret_figure(bands, per_seed, function_name, seed_data_calls, last_call, from_seed_data), path)
 
 
 def per_round_medians(rounds: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
