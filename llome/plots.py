@@ -180,31 +180,56 @@ def per_round_medians(rounds: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return rounds.groupby(["method", "round"], as_index=False)[present].median()
 
 
-def plot_round_panels(medians: pd.DataFrame, panels: list[tuple[str, str]], title: str, path: Path,
-                      ylim01: bool = True) -> Path:
-    panels = [(c, label) for c, label in panels if c in medians.columns]
+def per_round_spread(rounds: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Median, min and max over seeds of one per-round column, per method and round."""
+    return (rounds.groupby(["method", "round"], as_index=False)[column]
+            .agg(median="median", low="min", high="max"))
+
+
+def round_panels_figure(rounds: pd.DataFrame, panels: list[tuple[str, str]], title: str, ylim01: bool = True):
+    """One panel per (column, label) of `rounds` (one row per method, seed and round): per method, the median over
+    seeds as a line with markers and the min–max over seeds as a band around it."""
+    panels = [(c, label) for c, label in panels if c in rounds.columns]
+    methods = _in_legend_order(rounds["method"])
     ncols = 3
     nrows = max(1, int(np.ceil(len(panels) / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
     for ax, (column, label) in zip(axes.flat, panels):
-        for method, rows in medians.groupby("method", sort=False):
-            ax.plot(rows["round"], rows[column], marker="o", label=_label(method), color=_color(method),
-                    ls=_linestyle(method))
+        spread = per_round_spread(rounds, column)
+        for method in _drawing_order(methods):
+            rows = spread[spread["method"] == method]
+            ax.fill_between(rows["round"], rows["low"], rows["high"], color=_color(method), alpha=0.15, lw=0,
+                            gid=f"band {method}")
+            ax.plot(rows["round"], rows["median"], marker=_marker(method), markersize=5, label=_label(method),
+                    color=_color(method), ls=_linestyle(method), gid=f"median {method}")
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if column.endswith("temperature"):
             # From 0, so a constant temperature reads as constant rather than as noise around it.
-            ax.set_ylim(0.0, max(2.0, float(medians[column].max()) + 0.2))
+            ax.set_ylim(0.0, max(2.0, float(spread["high"].max()) + 0.2))
         elif ylim01 and not column.endswith("distance"):
             ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    order = [labels.index(_label(m)) for m in methods if _label(m) in labels]
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+    handles.append(matplotlib.patches.Patch(color="grey", alpha=0.3, lw=0))
+    labels.append("min–max over seeds")
+    # Below the panels, where it covers no data.
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    seeds = rounds.groupby("method")["seed"].nunique()
+    counted = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+    fig.suptitle(f"{title}\nline = median over {counted} seeds, band = min–max over them")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def plot_round_panels(rounds: pd.DataFrame, panels: list[tuple[str, str]], title: str, path: Path,
+                      ylim01: bool = True) -> Path:
+    return _save(round_panels_figure(rounds, panels, title, ylim01), path)
 
 
 def plot_calibration(table: pd.DataFrame, correlations: dict, function_name: str, path: Path) -> Path:

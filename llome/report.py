@@ -156,11 +156,9 @@ def build_report(cfg: dict, data_dir, figures_dir, plots_dir, summary_path, repo
     medians = per_round_medians(rounds, [c for c, _ in VALIDITY_PANELS + COLLAPSE_PANELS])
     # Vega-Lite reads a dot in a field name as nesting: the DVC table spells them with underscores.
     write_csv(plots_dir / "rounds.csv", medians.rename(columns=lambda c: c.replace(".", "_")))
-    figures.append(plot_round_panels(medians, VALIDITY_PANELS,
-                                     f"Validity of proposals per round on {name} (median over seeds)",
+    figures.append(plot_round_panels(rounds, VALIDITY_PANELS, f"Validity of proposals per round on {name}",
                                      figures_dir / "validity.png"))
-    figures.append(plot_round_panels(medians, COLLAPSE_PANELS,
-                                     f"Generator collapse per round on {name} (median over seeds)",
+    figures.append(plot_round_panels(rounds, COLLAPSE_PANELS, f"Generator collapse per round on {name}",
                                      figures_dir / "collapse.png", ylim01=False))
 
     correlations = {m: calibration(rows, reward_column="reward", loglik_column="loglik")["spearman"]
@@ -212,8 +210,12 @@ CAPTIONS = {
                   "each seed's run thin, on a regret axis fitted to the methods that start from the seed data; a "
                   "method off that axis is named at its edge with its final median. The GAs are dash-dotted: one dot "
                   "for the authors' settings, two for the best of a sweep.",
-    "validity.png": "Per round: fractions of generations that parse, have the right length, stay in range, are feasible, repeat their input, or improve on it.",
-    "collapse.png": "Generator collapse: edit distance and diversity of proposals per round, and the lowest sampling temperature of each round (it moves only when `temperature_schedule` is on).",
+    "validity.png": "Per round: fractions of generations that parse, have the right length, stay in range, are feasible, "
+                    "repeat their input, or improve on it; the median over seeds as a line, the min–max over seeds as "
+                    "a band.",
+    "collapse.png": "Generator collapse: edit distance and diversity of proposals per round, and the lowest sampling "
+                    "temperature of each round (it moves only when `temperature_schedule` is on); the median over seeds "
+                    "as a line, the min–max over seeds as a band.",
     "calibration.png": "Calibration: the model's length-normalised likelihood of each labelled candidate against its true reward.",
     "difficulty.png": "Difficulty of each Ehrlich instance: exact feasible and optimal fractions, and the GA's oracle calls to reach f = 1.",
 }

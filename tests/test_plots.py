@@ -91,3 +91,30 @@ def test_every_method_has_its_own_line_style_and_marker_pair_for_grey_print():
     pairs = [(str(style.linestyle), style.marker) for style in METHOD_STYLE.values()]
     assert len(set(pairs)) == len(pairs)
     assert len({style.marker for style in METHOD_STYLE.values()}) == len(METHOD_STYLE)
+
+
+def _rounds() -> pd.DataFrame:
+    """Three seeds of two methods over two rounds; the seeds of llome_sft spread widely in round 2."""
+    return pd.DataFrame({
+        "method": ["llome_sft"] * 6 + ["lambo2"] * 6,
+        "seed": [0, 1, 2] * 4,
+        "round": [1, 1, 1, 2, 2, 2] * 2,
+        "generation.in_range": [0.5, 0.6, 0.7, 0.1, 0.5, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+    })
+
+
+def test_per_round_panels_draw_the_median_and_a_min_max_band_over_seeds_per_method():
+    from llome.plots import round_panels_figure
+
+    fig = round_panels_figure(_rounds(), [("generation.in_range", "valid"), ("absent", "not drawn")], "t")
+    ax = fig.axes[0]
+    median = {line.get_gid(): line for line in ax.get_lines()}["median llome_sft"]
+    np.testing.assert_allclose(median.get_ydata(), [0.6, 0.5])
+    bands = {c.get_gid(): c for c in ax.collections}
+    assert set(bands) == {"band llome_sft", "band lambo2"}
+    # The band's outline runs along the lowest seed and back along the highest.
+    outline = bands["band llome_sft"].get_paths()[0].vertices
+    by_round = pd.DataFrame(outline, columns=["round", "y"]).groupby("round")["y"].agg(["min", "max"])
+    np.testing.assert_allclose(by_round.loc[[1.0, 2.0]].to_numpy(), [[0.5, 0.7], [0.1, 0.9]])
+    assert "median over 3 seeds" in fig._suptitle.get_text()
+    assert "min–max over seeds" in [t.get_text() for t in fig.legends[0].get_texts()]
