@@ -249,13 +249,25 @@ def plot_calibration(table: pd.DataFrame, correlations: dict, function_name: str
     return _save(fig, path)
 
 
-def plot_difficulty(difficulty: pd.DataFrame, ga: pd.DataFrame | None, path: Path) -> Path:
+def difficulty_figure(difficulty: pd.DataFrame, ga: pd.DataFrame | None):
+    """Left, the exact feasible and optimal fractions of each instance, as log10 bars; a fraction that was not
+    computed (NaN) gets no bar, which would read as a fraction of 1, but a "not computed" mark. Right, the GA's
+    oracle calls to reach f = 1 per seed."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.55 * len(difficulty) + 2.2))
     names = difficulty["name"].tolist()
     y = np.arange(len(names))
-    left.barh(y - 0.2, difficulty["log10_feasible_fraction"], height=0.4, label="feasible", color="#1f77b4")
-    optimal = pd.to_numeric(difficulty["log10_optimal_fraction"], errors="coerce")
-    left.barh(y + 0.2, optimal, height=0.4, label="optimal (f = 1)", color="#d62728")
+    # Hatched as well as coloured, so the two bars of an instance read apart in grey print.
+    for column, offset, label, color, hatch in (("log10_feasible_fraction", -0.2, "feasible", "#1f77b4", None),
+                                                ("log10_optimal_fraction", 0.2, "optimal (f = 1)", "#d62728", "//")):
+        fraction = pd.to_numeric(difficulty[column], errors="coerce")
+        computed = fraction.notna().to_numpy()
+        left.barh(y[computed] + offset, fraction[computed], height=0.4, label=label, color=color, hatch=hatch,
+                  edgecolor="white", lw=0)
+        for row in y[~computed]:
+            left.annotate(f"{label.split()[0]}: not computed", (0, row + offset), xytext=(-4, 0),
+                          textcoords="offset points", ha="right", va="center", fontsize=7, style="italic",
+                          color=color, gid=f"not computed {column} {names[row]}",
+                          bbox=dict(boxstyle="square,pad=0.15", fc="white", ec=color, lw=0.6, ls="--"))
     left.set_yticks(y, names, fontsize=8)
     left.invert_yaxis()
     left.set_xlabel("log10 fraction of all v^L sequences")
@@ -283,4 +295,8 @@ def plot_difficulty(difficulty: pd.DataFrame, ga: pd.DataFrame | None, path: Pat
     else:
         right.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def plot_difficulty(difficulty: pd.DataFrame, ga: pd.DataFrame | None, path: Path) -> Path:
+    return _save(difficulty_figure(difficulty, ga), path)

@@ -118,3 +118,21 @@ def test_per_round_panels_draw_the_median_and_a_min_max_band_over_seeds_per_meth
     np.testing.assert_allclose(by_round.loc[[1.0, 2.0]].to_numpy(), [[0.5, 0.7], [0.1, 0.9]])
     assert "median over 3 seeds" in fig._suptitle.get_text()
     assert "min–max over seeds" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_a_fraction_that_was_not_computed_is_marked_as_such_and_drawn_as_no_bar():
+    from llome.plots import difficulty_figure
+
+    difficulty = pd.DataFrame({"name": ["small", "large"], "log10_feasible_fraction": [-3.2, -13.1],
+                               "log10_optimal_fraction": [-21.1, np.nan]})
+    fig = difficulty_figure(difficulty, None)
+    left = fig.axes[0]
+    bars = {c.get_label(): c for c in left.containers}
+    assert [bar.get_width() for bar in bars["feasible"]] == [-3.2, -13.1]
+    optimal = bars["optimal (f = 1)"].patches
+    assert [bar.get_width() for bar in optimal] == [-21.1]  # no bar for "large", of height 1 or any other
+    marks = [t for t in left.texts if (t.get_gid() or "").startswith("not computed")]
+    assert [(t.get_gid(), t.get_text()) for t in marks] == [
+        ("not computed log10_optimal_fraction large", "optimal: not computed")]
+    # Beside the row of "large"'s optimal bar, which the y axis shows upside down.
+    assert marks[0].xy == (0, 1.2)
