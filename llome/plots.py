@@ -232,21 +232,59 @@ def plot_round_panels(rounds: pd.DataFrame, panels: list[tuple[str, str]], title
     return _save(round_panels_figure(rounds, panels, title, ylim01), path)
 
 
-def plot_calibration(table: pd.DataFrame, correlations: dict, function_name: str, path: Path) -> Path:
-    methods = list(dict.fromkeys(table["method"]))
-    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(4.3 * max(1, len(methods)), 3.8), squeeze=False,
-                             sharey=True)
-    for ax, method in zip(axes.flat, methods):
+def binned_means(loglik: pd.Series, reward: pd.Series, bins: int = 10) -> pd.DataFrame:
+    """Mean reward in each of `bins` equal-count bins of log-likelihood, with a normal 95% interval of the mean.
+
+    One row per bin, in order of log-likelihood: its median log-likelihood, the mean reward and the interval's
+    low and high ends, and its count. Ties can merge bins, so there may be fewer than `bins`.
+    """
+    table = pd.DataFrame({"loglik": np.asarray(loglik, dtype=float), "reward": np.asarray(reward, dtype=float)})
+    table = table.dropna()
+    if table.empty:
+        return pd.DataFrame(columns=["loglik", "mean", "low", "high", "count"])
+    table["bin"] = pd.qcut(table["loglik"].rank(method="first"), min(bins, len(table)), labels=False)
+    grouped = table.groupby("bin")
+    means = grouped["reward"].mean()
+    half_width = 1.96 * grouped["reward"].std(ddof=1).fillna(0.0) / np.sqrt(grouped.size())
+    return pd.DataFrame({"loglik": grouped["loglik"].median(), "mean": means, "low": means - half_width,
+                         "high": means + half_width, "count": grouped.size()}).reset_index(drop=True)
+
+
+def calibration_figure(table: pd.DataFrame, correlations: dict, function_name: str):
+    """Per method, a column: above, every labelled candidate's log-likelihood against its reward, faint, as there
+    are thousands; below, the mean reward per tenth of the candidates by log-likelihood, with its 95% interval."""
+    methods = _in_legend_order(table["method"])
+    ncols = max(1, len(methods))
+    fig, axes = plt.subplots(2, ncols, figsize=(4.3 * ncols, 6.4), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [1.2, 1]})
+    for column, method in enumerate(methods):
+        points, means = axes[0, column], axes[1, column]
         rows = table[table["method"] == method]
-        ax.scatter(rows["loglik"], rows["reward"], s=6, alpha=0.35, color=_color(method))
+        # Rasterised: thousands of points as vectors would only slow any vector copy of the figure.
+        points.scatter(rows["loglik"], rows["reward"], s=5, alpha=0.15, lw=0, color=_color(method), rasterized=True)
         rho = correlations.get(method, float("nan"))
-        ax.set_title(f"{_label(method)}  (Spearman ρ = {rho:.2f}, n = {len(rows)})", fontsize=10)
-        ax.set_xlabel("length-normalised log-likelihood (nats/token)")
-        ax.grid(alpha=0.3)
-    axes.flat[0].set_ylabel("reward  max(f(y) − f(x), 0)")
+        points.set_title(f"{_label(method)}  (Spearman ρ = {rho:.2f}, n = {len(rows)})", fontsize=10)
+        binned = binned_means(rows["loglik"], rows["reward"])
+        means.errorbar(binned["loglik"], binned["mean"], yerr=[binned["mean"] - binned["low"],
+                                                               binned["high"] - binned["mean"]],
+                       color=_color(method), marker=_marker(method), ms=5, capsize=3, ls=_linestyle(method),
+                       gid=f"binned {method}")
+        means.set_xlabel("length-normalised log-likelihood (nats/token)")
+        for ax in (points, means):
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("reward  max(f(y) − f(x), 0)\none point per labelled candidate")
+    axes[1, 0].set_ylabel("mean reward per tenth\nby log-likelihood (95% interval)")
+    for ax in axes[1, 1:]:
+        ax.sharey(axes[1, 0])
+    for ax in axes[0, 1:]:
+        ax.sharey(axes[0, 0])
     fig.suptitle(f"Calibration on {function_name}: model likelihood vs true reward of labelled candidates")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def plot_calibration(table: pd.DataFrame, correlations: dict, function_name: str, path: Path) -> Path:
+    return _save(calibration_figure(table, correlations, function_name), path)
 
 
 def difficulty_figure(difficulty: pd.DataFrame, ga: pd.DataFrame | None):

@@ -216,7 +216,9 @@ CAPTIONS = {
     "collapse.png": "Generator collapse: edit distance and diversity of proposals per round, and the lowest sampling "
                     "temperature of each round (it moves only when `temperature_schedule` is on); the median over seeds "
                     "as a line, the min–max over seeds as a band.",
-    "calibration.png": "Calibration: the model's length-normalised likelihood of each labelled candidate against its true reward.",
+    "calibration.png": "Calibration: the model's length-normalised likelihood of each labelled candidate against its "
+                       "true reward, one column per method. Above, every candidate as a faint point; below, the mean "
+                       "reward of each tenth of the candidates ordered by likelihood, with a normal 95% interval.",
     "difficulty.png": "Difficulty of each Ehrlich instance: exact feasible and optimal fractions (log10 bars; a count "
                       "that was not computed, for the reason given in data/test_functions/difficulty.csv, is marked "
                       "\"not computed\" instead of a bar), and the GA's oracle calls to reach f = 1.",

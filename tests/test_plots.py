@@ -136,3 +136,33 @@ def test_a_fraction_that_was_not_computed_is_marked_as_such_and_drawn_as_no_bar(
         ("not computed log10_optimal_fraction large", "optimal: not computed")]
     # Beside the row of "large"'s optimal bar, which the y axis shows upside down.
     assert marks[0].xy == (0, 1.2)
+
+
+def test_binned_means_are_the_mean_reward_of_equal_count_bins_by_log_likelihood_with_a_95_percent_interval():
+    from llome.plots import binned_means
+
+    loglik = pd.Series([-0.8, -0.7, -0.6, -0.5, -0.4, -0.3, -0.2, -0.1])[::-1]  # order does not matter
+    reward = pd.Series([0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0])[::-1]
+    binned = binned_means(loglik, reward, bins=2)
+    assert binned["count"].tolist() == [4, 4]
+    np.testing.assert_allclose(binned["loglik"], [-0.65, -0.25])
+    np.testing.assert_allclose(binned["mean"], [0.0, 0.5])
+    half_width = 1.96 * np.std([0, 1, 0, 1], ddof=1) / 2
+    np.testing.assert_allclose(binned["low"], [0.0, 0.5 - half_width])
+    np.testing.assert_allclose(binned["high"], [0.0, 0.5 + half_width])
+
+
+def test_the_calibration_figure_draws_each_methods_points_and_its_binned_means():
+    from llome.plots import calibration_figure
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"method": ["llome_dpo"] * 50 + ["llome_sft"] * 50, "loglik": rng.normal(size=100),
+                          "reward": rng.random(100)})
+    fig = calibration_figure(table, {"llome_sft": 0.1}, "f")
+    top, bottom = fig.axes[:2], fig.axes[2:]
+    assert [ax.get_title().split()[0] for ax in top] == ["LLOME-SFT", "LLOME-DPO"]  # legend order
+    assert [len(ax.collections[0].get_offsets()) for ax in top] == [50, 50]
+    means = [ax.containers[0].lines[0] for ax in bottom]  # each errorbar's line through its means
+    assert [(line.get_gid(), len(line.get_xdata())) for line in means] == [("binned llome_sft", 10),
+                                                                            ("binned llome_dpo", 10)]
+    assert "ρ = nan" in top[1].get_title()  # no correlation given for DPO: shown as unknown, not as 0
