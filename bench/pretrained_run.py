@@ -57,7 +57,15 @@ def run_stage(root: Path, stage: str) -> float:
     return time.perf_counter() - started
 
 
-def publish(root: Path, seconds: dict[str, float], machine: str) -> None:
+def source_commit() -> str:
+    """The commit the scratch copy was made from, marked when the working tree had changes beyond it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+    return head.strip() + (" with uncommitted changes" if changed else "")
+
+
+def publish(root: Path, seconds: dict[str, float], machine: str, commit: str) -> None:
     work = OUT.with_name(OUT.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -65,13 +73,14 @@ def publish(root: Path, seconds: dict[str, float], machine: str) -> None:
     shutil.copy2(root / "metrics" / "summary.json", work / "summary.json")
     for figure in sorted((root / "figures").glob("*.png")):
         shutil.copy2(figure, work / figure.name)
-    write_json(work / "timing.json", {"machine": machine, "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    write_json(work / "timing.json", {"commit": commit, "machine": machine, "seconds": {k: round(v, 1) for k, v in seconds.items()},
                                       "total_seconds": round(sum(seconds.values()), 1)})
     summary = json.loads((root / "metrics" / "summary.json").read_text())
     stage_lines = "\n".join(f"| `{stage}` | {s:,.0f} |" for stage, s in seconds.items())
     (work / "README.md").write_text(
         f"# The `{PROFILE}` profile: SmolLM2-135M-Instruct through the whole pipeline\n\n"
-        "Made by `bench/pretrained_run.py` (a scratch copy of the project, `dvc repro` stage by stage); "
+        f"Made by `bench/pretrained_run.py` from commit {commit} (a scratch copy of the project, `dvc repro` stage "
+        "by stage); "
         "`dvc.lock` here is that run's lock. The sizes are params.yaml's `pretrained` profile: one seed, one "
         "labelled round of each LLOME variant with a handful of candidates, a smoke test of the pretrained path on "
         "2 CPU cores, not an experiment.\n\n"
@@ -89,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     if not gguf_path().is_file():
         raise SystemExit(f"{gguf_path()} is absent: run `make smollm2` first")
-    machine = describe_machine()
+    machine, commit = describe_machine(), source_commit()
     print(machine)
     scratch = Path(tempfile.mkdtemp(prefix="pretrained-run-"))
     try:
@@ -98,7 +107,7 @@ def main() -> None:
         for stage in STAGES:
             seconds[stage] = run_stage(root, stage)
             print(f"  {stage:14s} {seconds[stage]:8.1f} s", flush=True)
-        publish(root, seconds, machine)
+        publish(root, seconds, machine, commit)
         print(f"{OUT.relative_to(ROOT)}/ written; total {sum(seconds.values()) / 60:.1f} min")
     finally:
         if args.keep:
