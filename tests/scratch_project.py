@@ -45,3 +45,16 @@ def committed_copy(workdir: Path) -> Path:
                     ["add", "-A"], ["commit", "-qm", "baseline"]):
         subprocess.run(["git", *command], cwd=workdir, check=True, capture_output=True)
     return workdir
+
+
+def run_in(workdir: Path, *command: str) -> str:
+    """A command's stdout, run in `workdir` with `tool_env()`; its failure shows the end of both outputs."""
+    done = subprocess.run(command, cwd=workdir, env=tool_env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def dvc_in(workdir: Path, *args: str) -> str:
+    """`dvc <args>` in `workdir`, from this interpreter's environment."""
+    return run_in(workdir, sys.executable, "-m", "dvc", *args)

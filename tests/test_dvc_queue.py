@@ -6,28 +6,14 @@ the project, so your workspace, data/ and experiments are untouched.
 """
 
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from scratch_project import committed_copy, tool_env
+from scratch_project import committed_copy, dvc_in
 
 pytestmark = pytest.mark.pipeline
 
 QUEUE_TIMEOUT_S = 1200
-
-
-def _run(workdir: Path, *command: str) -> str:
-    done = subprocess.run(command, cwd=workdir, env=tool_env(), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    return done.stdout
-
-
-def _dvc(workdir: Path, *args: str) -> str:
-    return _run(workdir, sys.executable, "-m", "dvc", *args)
 
 
 def _experiments(show: list[dict]) -> list[dict]:
@@ -48,23 +34,23 @@ def queued_run(tmp_path_factory):
     workdir = committed_copy(tmp_path_factory.mktemp("project"))
 
     start = time.monotonic()
-    _dvc(workdir, "exp", "run", "--queue", "--name", "smoke-seed-3", "-S", "profile=smoke",
+    dvc_in(workdir, "exp", "run", "--queue", "--name", "smoke-seed-3", "-S", "profile=smoke",
          "-S", "profiles.smoke.seeds=[3]")
-    assert "smoke-seed-3" in _dvc(workdir, "queue", "status")
-    _dvc(workdir, "queue", "start", "-j", "1")
+    assert "smoke-seed-3" in dvc_in(workdir, "queue", "status")
+    dvc_in(workdir, "queue", "start", "-j", "1")
     while time.monotonic() - start < QUEUE_TIMEOUT_S:
-        status = _dvc(workdir, "queue", "status")
+        status = dvc_in(workdir, "queue", "status")
         if not any(state in status for state in ("Queued", "Running")):
             break
         time.sleep(5)
     else:
-        _dvc(workdir, "queue", "kill", "smoke-seed-3")
+        dvc_in(workdir, "queue", "kill", "smoke-seed-3")
         raise AssertionError(f"the queued experiment did not finish in {QUEUE_TIMEOUT_S} s:\n{status}")
     elapsed = time.monotonic() - start
-    status = _dvc(workdir, "queue", "status")
-    assert "Failed" not in status, _dvc(workdir, "queue", "logs", "smoke-seed-3")
+    status = dvc_in(workdir, "queue", "status")
+    assert "Failed" not in status, dvc_in(workdir, "queue", "logs", "smoke-seed-3")
     print(f"queued smoke experiment: {elapsed:.0f} s from queueing to done")
-    return workdir, json.loads(_dvc(workdir, "exp", "show", "--json"))
+    return workdir, json.loads(dvc_in(workdir, "exp", "show", "--json"))
 
 
 def test_queued_seed_experiment_shows_its_params_and_summary_metrics(queued_run):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from scratch_project import copy_project, headless_chromium, tool_env
+from scratch_project import copy_project, dvc_in, headless_chromium, tool_env
 
 from llome.compare import fingerprint, read_lock, report
 from llome.numerics import cpu_flags, cpu_model
@@ -22,14 +22,6 @@ pytestmark = pytest.mark.pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ["regret.png", "validity.png", "collapse.png", "calibration.png", "difficulty.png"]
-
-
-def _dvc(workdir: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, env=tool_env(), capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    return done.stdout
 
 
 def _set_profile(workdir: Path, profile: str) -> None:
@@ -48,7 +40,7 @@ def _scratch_project(workdir: Path) -> Path:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     workdir = _scratch_project(tmp_path_factory.mktemp("project"))
-    log = _dvc(workdir, "repro")
+    log = dvc_in(workdir, "repro")
     shutil.copy2(workdir / "metrics" / "summary.json", workdir.parent / "first_summary.json")  # later tests change it
     shutil.copy2(workdir / "dvc.lock", workdir.parent / "first_dvc.lock")
     return workdir, log
@@ -74,7 +66,7 @@ def test_the_smoke_run_reproduces_the_committed_fingerprint_bit_for_bit(smoke_ru
 
 def _changed_stages(workdir: Path) -> set[str]:
     # The main pipeline's stages only: without a target `dvc status` also lists study/dvc.yaml's, never run here.
-    return set(json.loads(_dvc(workdir, "status", "--json", "dvc.yaml")))
+    return set(json.loads(dvc_in(workdir, "status", "--json", "dvc.yaml")))
 
 
 def test_smoke_pipeline_writes_every_figure_report_and_metric(smoke_run):
@@ -100,8 +92,8 @@ def test_smoke_pipeline_writes_every_figure_report_and_metric(smoke_run):
         assert len(pd.read_csv(workdir / "data" / "plots" / f"{name}.csv")) > 0, name
     # At smoke size the model may propose nothing worth labelling: the table can be empty, never missing.
     assert list(pd.read_csv(workdir / "data" / "plots" / "calibration.csv").columns) == ["method", "loglik", "reward"]
-    assert "dvc metrics" not in _dvc(workdir, "metrics", "show")  # prints the table, not an error
-    assert "llome_marge" in _dvc(workdir, "metrics", "show")
+    assert "dvc metrics" not in dvc_in(workdir, "metrics", "show")  # prints the table, not an error
+    assert "llome_marge" in dvc_in(workdir, "metrics", "show")
 
 
 @pytest.mark.parametrize("module, stages", [
@@ -126,15 +118,15 @@ def test_a_changed_module_names_exactly_the_stages_that_run_it(smoke_run, module
 
 def test_second_repro_does_nothing_and_one_param_reruns_only_its_method(smoke_run):
     workdir, _ = smoke_run
-    assert "up to date" in _dvc(workdir, "status", "dvc.yaml").lower() or _dvc(workdir, "status", "dvc.yaml").strip() == ""
+    assert "up to date" in dvc_in(workdir, "status", "dvc.yaml").lower() or dvc_in(workdir, "status", "dvc.yaml").strip() == ""
     original = (workdir / "params.yaml").read_text()
     params = yaml.safe_load(original)
     params["profiles"]["smoke"]["llome"]["methods"]["dpo"]["train"]["learning_rate"] = 3.5e-4
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _dvc(workdir, "repro", "params")
+    dvc_in(workdir, "repro", "params")
     assert _changed_stages(workdir) == {"llome@dpo"}  # figures follows once llome@dpo's outputs change
     (workdir / "params.yaml").write_text(original)
-    _dvc(workdir, "repro", "params")
+    dvc_in(workdir, "repro", "params")
     assert _changed_stages(workdir) == set()
 
 
@@ -146,9 +138,9 @@ def test_an_upstream_setting_reruns_and_rebuilds_everything_downstream(smoke_run
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["profiles"]["smoke"]["sft"]["learning_rate"] = 1.0e-3
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _dvc(workdir, "repro", "params")
+    dvc_in(workdir, "repro", "params")
     assert _changed_stages(workdir) == {"sft"}
-    log = _dvc(workdir, "repro")
+    log = dvc_in(workdir, "repro")
     for stage in ("sft", "llome@sft", "llome@marge", "llome@dpo", "figures"):
         assert f"Running stage '{stage}'" in log, stage
     assert model.read_bytes() != before[0]
@@ -235,6 +227,6 @@ def test_a_run_killed_inside_an_llome_stage_resumes_to_the_same_summary(smoke_ru
     _kill_tree(process)
     unfinished = [m for m in ("sft", "marge", "dpo") if not (workdir / "data" / "llome" / m / "regret.csv").exists()]
     assert unfinished, "every LLOME stage had finished before the kill"
-    _dvc(workdir, "repro")
+    dvc_in(workdir, "repro")
     resumed = json.loads((workdir / "metrics" / "summary.json").read_text())
     assert resumed == reference

@@ -5,28 +5,18 @@ Marked `pipeline`: `make test` leaves it out; `make smoke` fetches the checkpoin
 """
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from scratch_project import copy_project, tool_env
+from scratch_project import copy_project, dvc_in
 
 from llome.smollm2 import gguf_path
 
 pytestmark = pytest.mark.pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _dvc(workdir: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, env=tool_env(), capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +29,7 @@ def pretrained_run(tmp_path_factory):
     params.write_text("\n".join("profile: pretrained" if line.startswith("profile:") else line
                                 for line in params.read_text().splitlines()) + "\n")
     start = time.monotonic()
-    log = _dvc(workdir, "repro", "llome@marge")
+    log = dvc_in(workdir, "repro", "llome@marge")
     print(f"pretrained profile, round 0 and one MargE round: {time.monotonic() - start:.0f} s")
     return workdir, log
 

@@ -6,13 +6,12 @@ Marked `pipeline`: `make test` leaves it out. About 15 minutes on 2 cores (the s
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from scratch_project import copy_project, tool_env
+from scratch_project import copy_project, dvc_in, run_in
 
 from llome.provenance import RECORD_FILE, STALE_MARK
 from llome.study import ROUND_METRICS, load_study
@@ -24,19 +23,8 @@ TABLES = ["instances.csv", "trace.csv", "rounds.csv", "calibration.csv", "seeds.
 REWRITTEN = {"rounds.csv", "regret.csv", "timing.csv"}  # an LLOME job rewrites these, same bytes, even when reused
 
 
-def _run(workdir: Path, *args: str) -> str:
-    done = subprocess.run(list(args), cwd=workdir, env=tool_env(), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    return done.stdout
-
-
-def _dvc(workdir: Path, *args: str) -> str:
-    return _run(workdir, sys.executable, "-m", "dvc", *args)
-
-
 def _study(workdir: Path, *args: str) -> str:
-    return _run(workdir, sys.executable, "-m", "llome.study", *args, "--no-progress")
+    return run_in(workdir, sys.executable, "-m", "llome.study", *args, "--no-progress")
 
 
 def _scratch_project(workdir: Path) -> Path:
@@ -57,7 +45,7 @@ def files_under(directory: Path) -> dict:
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory):
     workdir = _scratch_project(tmp_path_factory.mktemp("project"))
-    log = _dvc(workdir, "repro", "study/dvc.yaml:study")
+    log = dvc_in(workdir, "repro", "study/dvc.yaml:study")
     return workdir, log
 
 
@@ -117,7 +105,7 @@ def test_a_rerun_reuses_every_job_and_keeps_the_timing(smoke_study):
         else:
             assert (path.stat().st_ino, path.stat().st_mtime_ns) == before[rel][:2], rel
     assert {name: (tables / name).read_bytes() for name in [*TABLES, "timing.csv"]} == tables_before
-    assert "study/dvc.yaml:study" not in json.loads(_dvc(workdir, "status", "--json", "study/dvc.yaml:study"))
+    assert "study/dvc.yaml:study" not in json.loads(dvc_in(workdir, "status", "--json", "study/dvc.yaml:study"))
 
 
 def test_serial_and_parallel_runs_make_the_same_tables(smoke_study):
@@ -130,7 +118,7 @@ def test_serial_and_parallel_runs_make_the_same_tables(smoke_study):
 
 def test_the_main_pipeline_does_not_see_the_study(smoke_study):
     workdir, _ = smoke_study
-    stages = json.loads(_dvc(workdir, "status", "--json", "dvc.yaml"))
+    stages = json.loads(dvc_in(workdir, "status", "--json", "dvc.yaml"))
     assert stages and not [stage for stage in stages if stage.startswith("study/")]
 
 
@@ -138,6 +126,6 @@ def test_the_claims_stage_reads_the_tables(smoke_study):
     workdir, _ = smoke_study
     if not (workdir / "llome" / "claims.py").exists():
         pytest.skip("llome/claims.py is not in this checkout yet")
-    _dvc(workdir, "repro", "study/dvc.yaml:claims")
+    dvc_in(workdir, "repro", "study/dvc.yaml:claims")
     assert json.loads((workdir / "metrics" / "claims.json").read_text())
     assert (workdir / "docs" / "claims.md").read_text().strip()
