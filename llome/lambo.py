@@ -115,7 +115,13 @@ class LamboServer:
         log_path.write_text(self.log.read())
         if reply == "ok":
             return 0
-        status = self.process.poll()
+        if reply:
+            status = self.process.poll()
+        else:  # its stdout closed: the runner is exiting, and its status may not be there yet
+            try:
+                status = self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                status = None
         return 1 if status is None or status == 0 else status
 
     def close(self) -> None:
