@@ -329,8 +329,9 @@ def _ask(runner, tmp_path, name):
 @pytest.mark.parametrize("body, status", [
     ('while read line; do echo "Traceback: boom in training" >&2; echo error; done\n', 1),  # it answers, failing
     ('read line; echo "Traceback: boom in training" >&2; exit 3\n', 3),                       # it dies
-    # it closes its output before it has exited: the status is waited for, not read as "still running"
-    ('read line; exec 1>&-; echo "Traceback: boom in training" >&2; sleep 1; exit 4\n', 4),
+    # it writes its traceback, closes its output and exits a second later, as a dying Python process closes its
+    # output before its status can be read: the status is waited for, not read as "still running"
+    ('read line; echo "Traceback: boom in training" >&2; exec 1>&-; sleep 1; exit 4\n', 4),
 ])
 def test_a_failing_served_runner_is_named_with_its_log_and_a_dead_one_is_restarted(tmp_path, body, status):
     with lambo.LamboServer(_fake_interpreter(tmp_path, body)) as runner:
