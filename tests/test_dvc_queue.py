@@ -63,7 +63,8 @@ def test_queued_seed_experiment_shows_its_params_and_summary_metrics(queued_run)
     assert experiment["params"]["profiles"]["default"]["seeds"] == [0, 1, 2]  # only the named value changed
     summary = experiment["metrics"]
     assert summary["profile"] == "smoke"
-    assert set(summary["methods"]) == {"ga_paper", "ga_swept", "llome_sft", "llome_marge", "llome_dpo", "lambo2"}
+    assert set(summary["methods"]) == {"ga_paper", "ga_swept", "llome_sft", "llome_marge", "llome_dpo", "lambo2",
+                                          "prompted"}
     for method, metrics in summary["methods"].items():
         assert 0 <= metrics["regret"] <= 1 and metrics["oracle_calls"] <= summary["oracle_budget"], method
         assert metrics["num_seeds"] == 1, method  # dvc exp show leaves out lists such as per_seed

@@ -74,13 +74,14 @@ def test_smoke_pipeline_writes_every_figure_report_and_metric(smoke_run):
     for name in FIGURES:
         assert (workdir / "figures" / name).stat().st_size > 10_000, name
     for stage in ("01_test_functions", "02_seed_data", "03_sft", "04_llome_sft", "04_llome_marge",
-                  "04_llome_dpo", "05_ga_baseline", "06_ga_difficulty", "07_figures", "09_lambo2"):
+                  "04_llome_dpo", "05_ga_baseline", "06_ga_difficulty", "07_figures", "09_lambo2", "10_prompted"):
         assert (workdir / "reports" / f"{stage}.html").exists(), stage
         assert (workdir / "reports" / f"{stage}.ipynb").exists(), stage
     summary = json.loads((workdir / "metrics" / "summary.json").read_text())
     assert summary["profile"] == "smoke"
     assert summary["function"] == "ehr_v-32_l-032_m-4_c-4_q-4"
-    assert set(summary["methods"]) == {"ga_paper", "ga_swept", "llome_sft", "llome_marge", "llome_dpo", "lambo2"}
+    assert set(summary["methods"]) == {"ga_paper", "ga_swept", "llome_sft", "llome_marge", "llome_dpo", "lambo2",
+                                          "prompted"}
     assert summary["methods"]["lambo2"]["oracle_calls"] == summary["lambo2_oracle_budget"] == summary["oracle_budget"]
     for method, s in summary["methods"].items():
         assert 0 <= s["regret"] <= 1 and s["best_value"] == pytest.approx(1 - s["regret"])
@@ -99,9 +100,9 @@ def test_smoke_pipeline_writes_every_figure_report_and_metric(smoke_run):
 @pytest.mark.parametrize("module, stages", [
     ("llome/plots.py", {"figures"}),
     ("llome/ga.py", {"ga_difficulty", "seed_data", "ga_baseline"}),
-    ("llome/generate.py", {"llome@sft", "llome@marge", "llome@dpo"}),
+    ("llome/generate.py", {"llome@sft", "llome@marge", "llome@dpo", "prompted"}),
     ("llome/train.py", {"sft", "llome@sft", "llome@marge", "llome@dpo"}),
-    ("llome/runtime.py", {"params", "sft", "llome@sft", "llome@marge", "llome@dpo"}),
+    ("llome/runtime.py", {"params", "sft", "llome@sft", "llome@marge", "llome@dpo", "prompted"}),
     ("llome/lambo.py", {"lambo2"}),
     ("lambo/runner.py", {"lambo2"}),
 ])
