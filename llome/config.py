@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from llome.io import write_json
 from llome.lambo_settings import LamboSettings
+from llome.lora import LoraConfig
 from llome.prompted_settings import PromptedConfig
 from llome.schema import (OBJECTIVES, TRAIN_CONFIGS, ConfigError, GAConfig, GenerationConfig, PositiveInt, Probability,
                           Section, Seed, Seeds, message_of, path_of)
@@ -190,10 +191,15 @@ class GPTNeoX(Section):
         return self
 
 
+class Lora(Section, LoraConfig):
+    """LoRA for every training of the run (llome.lora); in a profile, each of its keys is set."""
+
+
 class ModelSettings(Section):
     name_or_path: Annotated[str, Field(strict=True, min_length=1)] | None
     gguf_file: Annotated[str, Field(strict=True, min_length=1)] | None  # a GGUF file inside name_or_path
     gpt_neox: GPTNeoX
+    lora: Lora | None  # None: full fine-tuning (the authors')
 
 
 class Launcher(Section):
@@ -339,6 +345,8 @@ def check_profile(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
                          f"x (greedy + temperatures x num_samples)), got {profile.llome.selection.num_to_label}"))
     if profile.model.name_or_path is None:
         problems += _context_problems(profile.model.gpt_neox, function["dim"], function["num_states"])
+        if profile.model.lora is not None and profile.model.lora.target_modules is not None:
+            problems += _lora_target_problems(profile.model.gpt_neox, profile.model.lora.target_modules)
     if profile.lambo2.num_mutations_per_step > function["dim"]:
         problems.append(("lambo2.num_mutations_per_step", f"LaMBO-2 edits at most the function's L={function['dim']} "
                          f"positions per step, got {profile.lambo2.num_mutations_per_step}"))
@@ -371,6 +379,23 @@ def _context_problems(gpt_neox: GPTNeoX, dim: int, num_states: int) -> list[tupl
         return [("model.gpt_neox.max_position_embeddings",
                  f"a prompt and completion of length L={dim} take {length} tokens, more than "
                  f"max_position_embeddings={gpt_neox.max_position_embeddings}")]
+    return []
+
+
+def _lora_target_problems(gpt_neox: GPTNeoX, target_modules: list[str]) -> list[tuple[str, str]]:
+    """LoRA's target layers must be linear layers of the GPT-NeoX built from scratch (a checkpoint's are known only
+    once it is loaded, and are checked then)."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from llome.lora import lora_targets
+
+    with torch.device("meta"):  # the layer names without the weights
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(**gpt_neox.model_dump(), vocab_size=16))
+    try:
+        lora_targets(model, target_modules)
+    except ValueError as error:
+        return [("model.lora.target_modules", str(error).removeprefix("lora.target_modules: "))]
     return []
 
 
@@ -431,7 +456,7 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
     for method, spec in llome["methods"].items():
         stages[f"llome_{method}"] = {
             **builds_function, "method": method, "seeds": cfg["seeds"], "rounds": llome["rounds"],
-            "objective": spec["objective"], "train": spec["train"], "pairs": cfg["pairs"],
+            "objective": spec["objective"], "train": spec["train"], "lora": cfg["model"]["lora"], "pairs": cfg["pairs"],
             "generation": llome["generation"], "selection": llome["selection"],
             "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "launcher": launcher_config(cfg),
             "device": cfg["device"], "diagnostics": llome["diagnostics"],

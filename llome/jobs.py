@@ -49,14 +49,15 @@ def build_training_set(objective: str, pool: pd.DataFrame, pairs_cfg: dict, seed
 
 def train(objective: str, table: pd.DataFrame, train_cfg: dict, job_dir: Path, seed: int, *,
           model_dir: Path | None = None, model_spec: dict | None = None, num_states: int | None = None,
-          launcher: dict | None = None) -> Path:
+          launcher: dict | None = None, lora: dict | None = None) -> Path:
     """Train on `table` and return the directory of the trained model.
 
     From `model_dir` (the previous round's model, also the MargE/DPO reference) or, in round 0, from a
     fresh model built from `model_spec`. Runs here or as a launched job (`launcher`, e.g. accelerate).
+    `lora` (params.yaml's model.lora, llome.lora) trains LoRA adapters, merged in before the model is saved.
     """
     write_job(job_dir, objective=objective, model_dir=model_dir, table=table, train_cfg={**train_cfg, "seed": seed},
-              model_spec=model_spec, num_states=num_states, launcher=launcher)
+              model_spec=model_spec, num_states=num_states, launcher=launcher, lora=lora)
     if check_launcher(launcher)["kind"] == "inprocess":
         return run_job(job_dir)
     return run_launched(launcher, job_dir)

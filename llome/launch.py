@@ -54,13 +54,15 @@ def training_command(launcher: dict, job_dir: Path, port: int | None = None) -> 
 
 
 def write_job(job_dir: Path, *, objective: str, model_dir: Path, table: pd.DataFrame, train_cfg: dict,
-              model_spec: dict | None = None, num_states: int | None = None, launcher: dict | None = None) -> Path:
-    """`model_spec` builds a fresh model (round 0); otherwise the job continues from `model_dir`."""
+              model_spec: dict | None = None, num_states: int | None = None, launcher: dict | None = None,
+              lora: dict | None = None) -> Path:
+    """`model_spec` builds a fresh model (round 0); otherwise the job continues from `model_dir`. `lora`: None
+    trains every weight, a LoRA setting (llome.lora) trains adapters that are merged in before saving."""
     job_dir = Path(job_dir)
     write_table(job_dir / "table.parquet", table)
     write_json(job_dir / "job.json", {"objective": objective, "model_dir": str(model_dir) if model_dir else None,
                                       "train": train_cfg, "model_spec": model_spec, "num_states": num_states,
-                                      "launcher": check_launcher(launcher)})
+                                      "launcher": check_launcher(launcher), "lora": lora})
     return job_dir
 
 
@@ -97,8 +99,10 @@ def run_job(job_dir: Path) -> Path:
     train_cfg = job_train_config(job)
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r} in {job_dir / 'job.json'}")
+    # The reference is the previous round's model as saved: with LoRA too, a plain model with the adapters merged.
     reference = load_model_and_tokenizer(job["model_dir"])[0] if OBJECTIVES[objective].reference else None
-    model = train(objective, model, tokenizer, table, train_cfg, checkpoints, ref_model=reference)
+    model = train(objective, model, tokenizer, table, train_cfg, checkpoints, ref_model=reference,
+                  lora=job.get("lora"))
     if _is_main_process():
         save_model_and_tokenizer(model, tokenizer, job_dir / "model")
         for name in (TRAIN_LOG_FILE, CHECKPOINTS_FILE, TRAIN_TIMING_FILE):  # the run's records travel with its model

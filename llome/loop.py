@@ -186,7 +186,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         else:
             trained = train(cfg["objective"], pairs, {**cfg["train"], "disable_tqdm": not progress}, work / "job",
                             round_seed, model_dir=prev_model_dir, launcher=cfg.get("launcher"),
-                            num_states=function.num_states)  # for checkpoint selection's gates
+                            num_states=function.num_states,  # for checkpoint selection's gates
+                            lora=cfg.get("lora"))  # params.yaml's model.lora: null trains every weight
             trained.rename(work / "model")
         shutil.rmtree(work / "job", ignore_errors=True)
         timed("training", started)

@@ -45,7 +45,7 @@ def run_round_zero(seed_table: pd.DataFrame, *, model_cfg: dict, pairs_cfg: dict
                            "(try a larger pairs.max_distance or more GA steps)")
     if not (work / "model" / "config.json").exists():
         trained = train("sft", pairs, {**train_cfg, "disable_tqdm": not progress}, work / "job", seed, model_spec=model_spec(model_cfg, seed),
-                        num_states=num_states, launcher=launcher)
+                        num_states=num_states, launcher=launcher, lora=model_cfg.get("lora"))
         trained.rename(work / "model")
         shutil.rmtree(work / "job", ignore_errors=True)
     metrics = {"round": 0, "objective": "sft", "num_pairs": int(len(pairs)),

@@ -19,6 +19,10 @@ Checkpoints go to `output_dir/checkpoint-<step>` every `save_steps` steps and at
 `output_dir` already holds a checkpoint resumes from the latest one: an interrupted run picks up where it
 stopped, and a finished one reloads its final weights without training again. The final model and tokenizer are
 also saved in `output_dir` itself. The same code runs on CPU and under `accelerate launch` on GPUs.
+
+With `lora` (llome.lora; None, the default, trains every weight), LoRA adapters train instead of the model's
+weights: checkpoints then hold the adapters alone, and the returned (and saved) model has them merged in, a plain
+model of the class it was given.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from llome.checkpoints import CheckpointSelector, EvenEvaluations
 from llome.io import write_json
+from llome.lora import LoraConfig, add_lora, lora_config, merge_lora
 from llome.marge import MargEConfig, MargETrainer
 from llome.schema import TrainConfig, train_config
 from llome.text import format_completion, format_prompt
@@ -183,20 +188,25 @@ def train(
     output_dir: str | os.PathLike,
     ref_model: PreTrainedModel | None = None,
     callbacks: list[TrainerCallback] | None = None,
+    lora: LoraConfig | Mapping[str, Any] | None = None,
 ) -> PreTrainedModel:
     """Train `model` on `table` with `objective` (sft, dpo or marge); see the module docstring.
 
     DPO and MargE train against the frozen `ref_model` (the previous round's model); DPO's eval loss, for
-    checkpoint choice, is the DPO loss on the held-out triples.
+    checkpoint choice, is the DPO loss on the held-out triples. With `lora`, adapters train on `model` (their
+    initial A drawn from the config's seed) and the returned model is `model` itself with them merged in.
     """
     spec = _objective(objective)
     config = train_config(objective, cfg)
+    lora = lora_config(lora)
     _check_frame(table, spec.columns, "triples" if objective == "dpo" else "pairs")
     training, held_out, watchers, selector = _evaluation_plan(table, config, tokenizer)
+    # TRL patches the forward of the model it trains, the PeftModel's base model under LoRA: that is `model`.
     with _quiet(config), _unpatched_after([model, ref_model]):
-        trainer = build_trainer(objective, model, tokenizer, training, config, output_dir,
+        trained = model if lora is None else add_lora(model, lora, seed=config.seed)
+        trainer = build_trainer(objective, trained, tokenizer, training, config, output_dir,
                                 ref_model=ref_model, callbacks=[*(callbacks or []), *watchers], eval_table=held_out)
-        return _run(trainer, output_dir, selector)
+        return _run(trainer, output_dir, selector, merge=lora is not None)
 
 
 def build_trainer(objective, model, tokenizer, table, cfg, output_dir, ref_model=None, callbacks=None,
@@ -234,19 +244,21 @@ def _objective(objective: str) -> Objective:
 # The per-objective names the notebooks, benches and tests call; each is `train` or `build_trainer` of its objective.
 
 
-def train_sft(model, tokenizer, pairs, cfg, output_dir, callbacks=None) -> PreTrainedModel:
+def train_sft(model, tokenizer, pairs, cfg, output_dir, callbacks=None, lora=None) -> PreTrainedModel:
     """Supervised fine-tuning on (x -> y) pairs; the loss covers completion tokens (and eos) only."""
-    return train("sft", model, tokenizer, pairs, cfg, output_dir, callbacks=callbacks)
+    return train("sft", model, tokenizer, pairs, cfg, output_dir, callbacks=callbacks, lora=lora)
 
 
-def train_dpo(model, ref_model, tokenizer, triples, cfg, output_dir, callbacks=None) -> PreTrainedModel:
+def train_dpo(model, ref_model, tokenizer, triples, cfg, output_dir, callbacks=None, lora=None) -> PreTrainedModel:
     """Sigmoid DPO on (x, y_w, y_l) triples against the frozen `ref_model`."""
-    return train("dpo", model, tokenizer, triples, cfg, output_dir, ref_model=ref_model, callbacks=callbacks)
+    return train("dpo", model, tokenizer, triples, cfg, output_dir, ref_model=ref_model, callbacks=callbacks,
+                 lora=lora)
 
 
-def train_marge(model, ref_model, tokenizer, pairs, cfg, output_dir, callbacks=None) -> PreTrainedModel:
+def train_marge(model, ref_model, tokenizer, pairs, cfg, output_dir, callbacks=None, lora=None) -> PreTrainedModel:
     """MargE on (x, y, reward) pairs against the frozen `ref_model`."""
-    return train("marge", model, tokenizer, pairs, cfg, output_dir, ref_model=ref_model, callbacks=callbacks)
+    return train("marge", model, tokenizer, pairs, cfg, output_dir, ref_model=ref_model, callbacks=callbacks,
+                 lora=lora)
 
 
 def sft_trainer(model, tokenizer, pairs, cfg, output_dir, callbacks=None, eval_table=None) -> SFTTrainer:
@@ -302,10 +314,16 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return str(max(steps)[1]) if steps else None
 
 
-def _run(trainer, output_dir: str | os.PathLike, selector: CheckpointSelector | None = None) -> PreTrainedModel:
+def _run(trainer, output_dir: str | os.PathLike, selector: CheckpointSelector | None = None,
+         merge: bool = False) -> PreTrainedModel:
+    """Train (or resume, or reload a finished run), keep the chosen checkpoint, write the records and the model.
+
+    `merge`: trainer.model is a LoRA PeftModel, whose adapters are merged in before the model is returned and saved.
+    """
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is not None:
-        _load_checkpoint_weights(trainer.model, checkpoint)
+        if not merge:  # an adapter checkpoint has no renamed weights: Trainer's resume loads it (load_adapter)
+            _load_checkpoint_weights(trainer.model, checkpoint)
         if selector is not None:
             selector.restore(checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -317,8 +335,15 @@ def _run(trainer, output_dir: str | os.PathLike, selector: CheckpointSelector | 
         write_json(Path(output_dir) / TRAIN_TIMING_FILE, wall_times(trainer.state.log_history))
         if selector is not None:
             selector.table().to_csv(Path(output_dir) / CHECKPOINTS_FILE, index=False)
-    trainer.save_model(str(output_dir))
-    return trainer.model
+    if not merge:
+        trainer.save_model(str(output_dir))
+        return trainer.model
+    # Trainer.save_model would write the adapters alone; the merged model is what output_dir promises.
+    model = merge_lora(trainer.model)
+    if trainer.args.should_save:
+        model.save_pretrained(str(output_dir))
+        trainer.processing_class.save_pretrained(str(output_dir))
+    return model
 
 
 def _is_wall_time(column: str) -> bool:

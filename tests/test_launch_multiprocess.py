@@ -113,6 +113,19 @@ def test_sft_marge_and_dpo_train_in_two_data_parallel_processes(data, marge_runs
     assert _changed(base, _weights(marge / "model"))
 
 
+def test_a_lora_job_in_two_data_parallel_processes_merges_one_low_rank_update(data, tmp_path):
+    # DDP averages the adapters' gradients alone (the model's weights are frozen); the saved model has the
+    # adapters merged in: only the attention weights moved, each by a matrix of rank at most r.
+    model_dir = train("dpo", data["triples"], TRAIN, tmp_path, seed=0, model_dir=data["base"],
+                      launcher=TWO_CPU_PROCESSES, lora={"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": None})
+    base, trained = _weights(data["base"]), _weights(model_dir)
+    attention = {f"gpt_neox.layers.{i}.attention.query_key_value.weight" for i in range(SPEC["num_hidden_layers"])}
+    assert {name for name in base if not torch.equal(base[name], trained[name])} == attention
+    for name in attention:
+        assert torch.linalg.matrix_rank(trained[name] - base[name]).item() <= 2, name
+    assert _steps(tmp_path) == math.ceil(NUM_PAIRS / (2 * BATCH))
+
+
 def test_subprocess_launcher_trains_in_one_fresh_process(data, tmp_path):
     launcher = {"kind": "subprocess", "device": "cpu"}
     model_dir = train("sft", data["pairs"], TRAIN, tmp_path, seed=0, model_dir=None, model_spec=SPEC,

@@ -88,7 +88,8 @@ def test_an_unchanged_rerun_rebuilds_nothing(project):
     lambda cfg: cfg["sft"].update(learning_rate=cfg["sft"]["learning_rate"] / 3),
     lambda cfg: cfg["model"]["gpt_neox"].update(intermediate_size=2 * cfg["model"]["gpt_neox"]["intermediate_size"]),
     lambda cfg: cfg["seed_data"].update(num_steps=cfg["seed_data"]["num_steps"] + 1),
-], ids=["sft.learning_rate", "model size", "seed_data.num_steps"])
+    lambda cfg: cfg["model"].update(lora={"r": 2, "alpha": 4.0, "dropout": 0.0, "target_modules": None}),
+], ids=["sft.learning_rate", "model size", "seed_data.num_steps", "model.lora"])
 def test_an_upstream_change_rebuilds_every_downstream_result(project, change):
     cfg, root = project
     before = snapshot(root)
