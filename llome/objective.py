@@ -17,8 +17,7 @@ Accounting. The optimiser sees an objective only through a `CountedOracle`: ever
 there is a paid call, bounded by a budget. Values the optimiser does not pay for, because they only
 feed figures and metrics (the score of a generation's unlabelled input, for "improved over input"),
 go through a `DiagnosticOracle`, counted apart. Nothing from a DiagnosticOracle may reach training
-data or a selection; `llome.loop.run_round` keeps them in the labels' `parent_score` column and in the
-round's calibration sample (candidates drawn before the likelihood filter), which nothing downstream reads.
+data or a selection; `llome.loop.run_round` keeps them in the `parent_score` column only.
 
 This module imports numpy alone, so the GA stages can use it without pulling in torch.
 """
