@@ -104,7 +104,7 @@ CALIBRATION_SAMPLE_FILE = "calibration_sample.parquet"
 # SeedSequence([seed, round]), which draws the labels. With the same seed the two samples would take the same
 # positions of their tables, and the calibration sample would lean towards the labelled candidates.
 CALIBRATION_STREAM = 1
-CALIBRATION_COLUMNS = ["sequence", "parent", "trajectory", "iteration", "temperature", "loglik", "distance",
+CALIBRATION_SAMPLE_COLUMNS = ["sequence", "parent", "trajectory", "iteration", "temperature", "loglik", "distance",
                        "passed_filter", "labelled", "score", "parent_score", "reward", "round"]
 
 
@@ -156,7 +156,7 @@ def score_calibration_sample(sample: pd.DataFrame, pool: pd.DataFrame, labelled:
     table["parent_score"] = np.array([known[p] for p in sample["parent"]], dtype=np.float64)
     table["reward"] = margin_reward(table["score"].to_numpy(), table["parent_score"].to_numpy())
     table["round"] = index
-    return table[CALIBRATION_COLUMNS]
+    return table[CALIBRATION_SAMPLE_COLUMNS]
 
 
 def calibration_sample_calls(table: pd.DataFrame, pool: pd.DataFrame, labelled: pd.DataFrame) -> int:
