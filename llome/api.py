@@ -58,6 +58,9 @@ class LlomeConfig:
     num_to_label: int = 40  # paid oracle calls per round
     # Unpaid calls for metrics ("improves on its input"); off, a round makes no call beyond its n labels.
     diagnostics: bool = False
+    # With diagnostics on: candidates a round samples before the likelihood filter and scores, unpaid, to measure
+    # calibration (params.yaml's llome.diagnostics_calibration_sample); 0 draws none.
+    diagnostics_calibration_sample: int = 0
     device: str = "auto"
     threads: int = 2  # torch's threads: part of the pinned numerics, so the same on every machine (llome.numerics)
     # The GA that makes seed data from a single starting sequence (null rates: 1/L).
@@ -87,6 +90,9 @@ class LlomeConfig:
                 raise ValueError(f"LlomeConfig.{name} must be a positive integer, got {value!r}")
         if not isinstance(self.diagnostics, bool):
             raise ValueError(f"LlomeConfig.diagnostics must be true or false, got {self.diagnostics!r}")
+        sample = self.diagnostics_calibration_sample
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+            raise ValueError(f"LlomeConfig.diagnostics_calibration_sample must be an integer >= 0, got {sample!r}")
 
     @classmethod
     def coerce(cls, config: LlomeConfig | dict | None) -> LlomeConfig:
@@ -132,7 +138,7 @@ class LlomeConfig:
             "pairs": copy.deepcopy(self.pairs), "generation": copy.deepcopy(self.generation),
             "selection": {"likelihood_quantile": self.likelihood_quantile, "num_to_label": self.num_to_label},
             "seed_data_oracle_calls": int(seed_oracle_calls), "launcher": self.launcher(), "device": self.device,
-            "diagnostics": self.diagnostics,
+            "diagnostics": self.diagnostics, "diagnostics_calibration_sample": self.diagnostics_calibration_sample,
         }
 
 

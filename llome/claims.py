@@ -32,8 +32,8 @@ that is also a tuning seed is refused with an error naming the file, and the col
     best_score, mean_score (floats; empty where a round had nothing to measure).
 ``calibration.csv`` (may be absent), one row per (instance, method, seed, round, bin):
     bin (int, likelihood decile 0-9 within the round), n (int), mean_loglik, mean_reward, reward_ci_low,
-    reward_ci_high, over a diagnostic sample of candidates the likelihood filter kept and the optimiser
-    never paid for.
+    reward_ci_high, over a diagnostic sample of the round's candidates drawn before the likelihood filter
+    (so including those it cut), which the optimiser never paid for nor saw.
 ``seeds.json``:
     ``{"reported": [seeds...], "tuning": {"<what they tuned>": [seeds...], ...}}``.
 

@@ -18,8 +18,8 @@ from llome.io import write_json
 from llome.lambo_settings import LamboSettings
 from llome.lora import LoraConfig
 from llome.prompted_settings import PromptedConfig
-from llome.schema import (OBJECTIVES, TRAIN_CONFIGS, ConfigError, GAConfig, GenerationConfig, PositiveInt, Probability,
-                          Section, Seed, Seeds, message_of, path_of)
+from llome.schema import (OBJECTIVES, TRAIN_CONFIGS, ConfigError, GAConfig, GenerationConfig, NonNegativeInt,
+                          PositiveInt, Probability, Section, Seed, Seeds, message_of, path_of)
 
 METHODS = ("sft", "marge", "dpo")
 __all__ = ["ConfigError", "METHODS", "OBJECTIVES", "load_params", "load_profile", "parse_params", "stage_configs",
@@ -237,6 +237,9 @@ class Numerics(Section):
 
 class Llome(Section):
     diagnostics: StrictBool  # score unlabelled parents for figures, through a counter of their own
+    # Candidates a round samples before the likelihood filter and scores for calibration only (0: none); unpaid
+    # like the parents, so `diagnostics: false` draws none either
+    diagnostics_calibration_sample: NonNegativeInt
     rounds: PositiveInt
     generation: Generation
     selection: Selection
@@ -460,6 +463,7 @@ def stage_configs(cfg: dict) -> dict[str, dict]:
             "generation": llome["generation"], "selection": llome["selection"],
             "seed_data_oracle_calls": seed_data_oracle_calls(cfg), "launcher": launcher_config(cfg),
             "device": cfg["device"], "diagnostics": llome["diagnostics"],
+            "diagnostics_calibration_sample": llome["diagnostics_calibration_sample"],
         }
     for stage in stages.values():  # every stage computes under the same pins and thread count
         stage["numerics"] = cfg["numerics"]

@@ -39,17 +39,25 @@ COLUMNS = ["trajectory", "seed_index", "iteration", "temperature", "parent", "te
            "distance"]
 
 
-def temperature_schedule(mean_distance: float | None, base=(0.6, 0.8, 1.0, 1.2, 1.4, 1.6)) -> tuple[float, ...]:
-    """Shift the temperatures up when the last round's edits were small (generator collapse, docs/method.md §4)."""
+# The authors' sampling temperatures and their schedule (docs/method.md §4 step 5). They wrote each rule as a new
+# lowest temperature for their base: 0.8 when the last round's mean edit distance fell below 0.15, 1.0 below 0.1,
+# 1.2 below 0.075. Over their lowest base temperature of 0.6 those are shifts of +0.2, +0.4 and +0.6, which is how
+# the rules are kept here, so that they also act on a profile whose temperatures start elsewhere: read as absolute
+# targets, a rule whose target is not above the profile's lowest temperature could never fire.
+AUTHORS_TEMPERATURES = (0.6, 0.8, 1.0, 1.2, 1.4, 1.6)
+SCHEDULE_SHIFTS = ((0.075, 0.6), (0.1, 0.4), (0.15, 0.2))  # (edit distance below which, shift); strictest first
+
+
+def temperature_schedule(mean_distance: float | None, base=AUTHORS_TEMPERATURES) -> tuple[float, ...]:
+    """Shift every temperature up when the last round's edits were small (generator collapse, docs/method.md §4).
+
+    The first rule of SCHEDULE_SHIFTS whose threshold `mean_distance` is below sets the shift; None or NaN (no round
+    before) and distances of at least 0.15 leave `base` as it is.
+    """
     base = tuple(float(t) for t in base)
     if mean_distance is None or not np.isfinite(mean_distance):
         return base
-    start = base[0]
-    for threshold, shifted in ((0.075, 1.2), (0.1, 1.0), (0.15, 0.8)):
-        if mean_distance < threshold:
-            start = max(start, shifted)
-            break
-    shift = start - base[0]
+    shift = next((shift for threshold, shift in SCHEDULE_SHIFTS if mean_distance < threshold), 0.0)
     return tuple(round(t + shift, 6) for t in base)
 
 

@@ -1,5 +1,9 @@
 """The LLOME outer loop: each round generates, selects, pays the oracle for n labels, pairs and trains.
 
+With diagnostics on, a round also scores, unpaid, the unlabelled inputs of its labels and a calibration sample of
+its candidates drawn before the likelihood filter (`llome.diagnostics_calibration_sample`); both are counted in
+`diagnostic_oracle_calls` and neither is read by selection, pairs or training.
+
 A run lives in one directory, one sub-directory per round. A round is built in `round_NN.partial/`
 and renamed to `round_NN/` only when complete, so a finished round is never redone and an
 interrupted one resumes from the last artifact it saved (candidates, labels, training checkpoints).
@@ -58,23 +62,116 @@ def _generation_seeds(pairs: pd.DataFrame, pool: pd.DataFrame, num_seeds: int) -
     return seeds
 
 
-def select_candidates(candidates: pd.DataFrame, pool: pd.DataFrame, selection: dict, seed: int) -> pd.DataFrame:
-    """A uniform sample of n valid, new candidates to label (docs/method.md §4 step 2).
+def filter_input(candidates: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:
+    """What the likelihood filter ranks: one row per valid sequence not labelled before, the likeliest of its copies.
 
-    Only when more than n new candidates remain does the likelihood filter apply, and it never cuts below
-    the n most likely: a round spends its whole n whenever it has n candidates. Sequences labelled before
-    are dropped rather than paid for again (the authors relabel them; that wastes calls).
+    Sorted by likelihood, best first; the candidates' index is kept, so a row can be found again in later subsets.
     """
-    n = int(selection["num_to_label"])
     valid = candidates[candidates["status"] == VALID]
     unique = valid.sort_values("loglik", ascending=False, kind="stable").drop_duplicates("sequence")
-    new = unique[~unique["sequence"].isin(set(pool["sequence"]))]
+    return unique[~unique["sequence"].isin(set(pool["sequence"]))]
+
+
+def eligible_for_labelling(new: pd.DataFrame, selection: dict) -> pd.DataFrame:
+    """The rows of `filter_input` the likelihood filter keeps, and the labels are drawn from.
+
+    Only when more than n new candidates remain does the filter apply, and it never cuts below the n most likely.
+    """
+    n = int(selection["num_to_label"])
     eligible = new
     if len(new) > n:
         eligible = likelihood_filter(new, quantile=selection["likelihood_quantile"], column="loglik")
         if len(eligible) < n:
             eligible = new.head(n)
-    return sample_for_labelling(eligible, n, seed).reset_index(drop=True)
+    return eligible
+
+
+def select_candidates(candidates: pd.DataFrame, pool: pd.DataFrame, selection: dict, seed: int) -> pd.DataFrame:
+    """A uniform sample of n valid, new candidates to label (docs/method.md §4 step 2).
+
+    The sample is drawn from what the likelihood filter keeps (`eligible_for_labelling`), so a round spends its whole
+    n whenever it has n candidates. Sequences labelled before are dropped rather than paid for again (the authors
+    relabel them; that wastes calls).
+    """
+    eligible = eligible_for_labelling(filter_input(candidates, pool), selection)
+    return sample_for_labelling(eligible, int(selection["num_to_label"]), seed).reset_index(drop=True)
+
+
+# --- the calibration sample: a diagnostic of claim 2, never seen by the optimiser ---------------------------------
+
+CALIBRATION_SAMPLE_FILE = "calibration_sample.parquet"
+# The sample's random stream is SeedSequence([seed, round, CALIBRATION_STREAM]): apart from the round's own seed,
+# SeedSequence([seed, round]), which draws the labels. With the same seed the two samples would take the same
+# positions of their tables, and the calibration sample would lean towards the labelled candidates.
+CALIBRATION_STREAM = 1
+CALIBRATION_SAMPLE_COLUMNS = ["sequence", "parent", "trajectory", "iteration", "temperature", "loglik", "distance",
+                       "passed_filter", "labelled", "score", "parent_score", "reward", "round"]
+
+
+def calibration_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index, CALIBRATION_STREAM]).generate_state(1)[0])
+
+
+def draw_calibration_sample(candidates: pd.DataFrame, pool: pd.DataFrame, selection: dict, size: int,
+                            seed: int) -> pd.DataFrame:
+    """A uniform sample of `size` of the rows the likelihood filter ranks, drawn before it cuts any.
+
+    The labelled candidates come from the top of the likelihood order only (when a round has more than n), so
+    likelihood against reward measured on them misses the low end; this sample spans the whole range.
+    `passed_filter` says whether the filter kept the row, i.e. whether it could have been labelled.
+    """
+    new = filter_input(candidates, pool)
+    kept = eligible_for_labelling(new, selection)
+    sample = sample_for_labelling(new, size, seed)
+    return sample.assign(passed_filter=sample.index.isin(kept.index)).reset_index(drop=True)
+
+
+def _scores_known_for_free(pool: pd.DataFrame, labelled: pd.DataFrame) -> dict:
+    """Scores already bought by the time of the calibration sample: the pool's, this round's labels, their parents'."""
+    known = dict(zip(pool["sequence"], pool["score"]))
+    parents = labelled[~labelled["parent_score"].isna()]
+    known.update(zip(parents["parent"], parents["parent_score"]))
+    known.update(zip(labelled["sequence"], labelled["score"]))
+    return known
+
+
+def _calibration_unknowns(sample: pd.DataFrame, known: dict) -> list:
+    return sorted((set(sample["sequence"]) | set(sample["parent"])) - set(known))
+
+
+def score_calibration_sample(sample: pd.DataFrame, pool: pd.DataFrame, labelled: pd.DataFrame, function,
+                             index: int) -> pd.DataFrame:
+    """The sample with its scores, its parents' scores and the margin reward, as the labels have them.
+
+    Scores known for free are reused; every other sequence and parent is scored once through a DiagnosticOracle,
+    never the round's CountedOracle. The result is written beside the labels and read by nothing that builds pairs,
+    trains or selects.
+    """
+    known = _scores_known_for_free(pool, labelled)
+    unknown = _calibration_unknowns(sample, known)
+    if unknown:
+        known.update(zip(unknown, DiagnosticOracle(function)(as_int_array(unknown))))
+    table = sample.assign(labelled=sample["sequence"].isin(set(labelled["sequence"])))
+    table["score"] = np.array([known[s] for s in sample["sequence"]], dtype=np.float64)
+    table["parent_score"] = np.array([known[p] for p in sample["parent"]], dtype=np.float64)
+    table["reward"] = margin_reward(table["score"].to_numpy(), table["parent_score"].to_numpy())
+    table["round"] = index
+    return table[CALIBRATION_SAMPLE_COLUMNS]
+
+
+def calibration_sample_calls(table: pd.DataFrame, pool: pd.DataFrame, labelled: pd.DataFrame) -> int:
+    """The unpaid calls `score_calibration_sample` made for `table`, read back from it (also after a resume)."""
+    return len(_calibration_unknowns(table, _scores_known_for_free(pool, labelled)))
+
+
+def calibration_sample_metrics(table: pd.DataFrame | None, calls: int) -> dict:
+    """Size, unpaid calls, rows the filter cut, and Spearman's rho of likelihood against reward over the sample."""
+    if table is None:
+        return {"size": 0, "diagnostic_calls": 0, "cut_by_filter": 0,
+                **calibration(pd.DataFrame({"reward": [], "loglik": []}))}
+    return {"size": int(len(table)), "diagnostic_calls": int(calls),
+            "cut_by_filter": int((~table["passed_filter"]).sum()),
+            **calibration(table, reward_column="reward", loglik_column="loglik")}
 
 
 def training_pool(pool: pd.DataFrame, labelled: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -170,6 +267,20 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         write_json(work / "oracle.json", _oracle_log_from_labels(labelled, pool, cfg.get("diagnostics", True)))
     oracle_log = read_json(work / "oracle.json")
 
+    # The calibration sample comes after the labels are saved and only reads them: nothing below reads it back.
+    sample_size = int(cfg.get("diagnostics_calibration_sample", 0)) if cfg.get("diagnostics", True) else 0
+    sample, sample_calls = None, 0
+    if sample_size:
+        if not (work / CALIBRATION_SAMPLE_FILE).exists():
+            started = time.perf_counter()
+            drawn = draw_calibration_sample(candidates, pool, cfg["selection"], sample_size,
+                                            calibration_seed(seed, index))
+            write_table(work / CALIBRATION_SAMPLE_FILE,
+                        score_calibration_sample(drawn, pool, labelled, function, index))
+            timed("calibration_sample", started)
+        sample = read_table(work / CALIBRATION_SAMPLE_FILE)
+        sample_calls = calibration_sample_calls(sample, pool, labelled)
+
     if not (work / "pairs.parquet").exists():
         started = time.perf_counter()
         source = training_pool(pool, labelled, cfg["pairs"].get("source", "round"))
@@ -198,7 +309,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         "objective": cfg["objective"],
         "temperatures": list(temperatures),
         "oracle_calls": oracle_log["oracle_calls"],
-        "diagnostic_oracle_calls": oracle_log["diagnostic_calls"],  # unpaid: parent scores for metrics only
+        # Unpaid, for metrics only: the labels' parent scores and the calibration sample
+        "diagnostic_oracle_calls": oracle_log["diagnostic_calls"] + sample_calls,
         "diagnostics": bool(cfg.get("diagnostics", True)),
         "num_candidates": int(len(candidates)),
         # n minus the labels paid for: > 0 only when the round had fewer than n new valid candidates
@@ -206,7 +318,8 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         "num_pairs": int(len(pairs)),
         "generation": generation_metrics(candidates),
         "labelled": labelled_metrics(labelled),
-        "calibration": calibration(labelled, reward_column="reward", loglik_column="loglik"),
+        "calibration": calibration(labelled, reward_column="reward", loglik_column="loglik"),  # after the filter
+        "calibration_sample": calibration_sample_metrics(sample, sample_calls),  # before it
     }
     write_json(work / "metrics.json", metrics)
     if final.exists():  # a round directory someone emptied of its metrics; its labels may still be there

@@ -23,8 +23,9 @@ same rule, and built in a `.partial` folder renamed into place when complete, so
 done. A round-0 result is reused by llome.round_zero, and LLOME rounds resume one by one (llome.loop).
 
 The tables (`write_tables`) are small text, one row per instance, method, seed and (round | bin | call):
-instances.csv, trace.csv, rounds.csv, calibration.csv, seeds.json and timing.csv (wall seconds, kept out of every
-hash by .dvcignore).
+instances.csv, trace.csv, rounds.csv, calibration.csv (each round's diagnostic sample from before the likelihood
+filter), calibration_post_filter.csv (the same bins of the labelled candidates, which passed it; llome.claims does
+not read it), seeds.json and timing.csv (wall seconds, kept out of every hash by .dvcignore).
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ ROUND_METRICS = {
     "best_score": "labelled.best_score",
     "mean_score": "labelled.mean_score",  # over feasible labels
 }
-# The calibration table's sample: the candidates the likelihood filter let through and the oracle labelled. The
-# filter keeps the top 40% by likelihood when a round has more than n candidates, so the low-likelihood end of the
-# model's proposals is missing from it (a diagnostic sample before the filter needs a change in llome.loop).
-CALIBRATION_SAMPLE = "labelled_post_filter"
+# The calibration table's sample: each round's diagnostic sample of its new valid candidates, drawn before the
+# likelihood filter and scored unpaid (llome.loop, params.yaml's llome.diagnostics_calibration_sample). The labels
+# cannot serve: the filter keeps the top 40% by likelihood when a round has more than n candidates, so the low end
+# of the model's proposals is missing from them. Their table is still written, apart, as calibration_post_filter.csv.
+CALIBRATION_SAMPLE = "diagnostic_pre_filter"
+POST_FILTER_SAMPLE = "labelled_post_filter"
 
 
 # --- the study's settings --------------------------------------------------------------------------------------
@@ -554,31 +557,58 @@ CALIBRATION_COLUMNS = ["instance", "method", "seed", "round", "bin", "n", "mean_
                        "reward_ci_high", "loglik_low", "loglik_high", "sample"]
 
 
-def calibration_table(study: Study, data_dir: Path) -> pd.DataFrame:
-    """Per LLOME round, the labelled candidates in likelihood bins (quantiles of the round's own log-likelihoods):
-    their mean reward (MargE's margin over the input, llome.pairs.margin_reward) with a 95% t interval."""
-    from llome.io import read_table
-    from llome.loop import round_dir
-    from llome.stages.common import seed_dir
+def _calibration_rows(loglik: np.ndarray, reward: np.ndarray, num_bins: int, keys: dict) -> list[dict]:
+    """Likelihood bins (quantiles of the round's own log-likelihoods) with their mean reward and a 95% t interval."""
     from llome.stats import binned_means
 
+    used = np.isfinite(loglik) & ~np.isnan(reward)  # a parent never scored has no reward
+    if not used.any():
+        return []
+    by_reward = binned_means(loglik[used], reward[used], num_bins)
+    by_loglik = binned_means(loglik[used], loglik[used], num_bins)  # the same bins
+    return [{**keys, "bin": b, "n": int(by_reward.count[b]), "mean_loglik": float(by_loglik.mean[b]),
+             "mean_reward": float(by_reward.mean[b]), "reward_ci_low": float(by_reward.low[b]),
+             "reward_ci_high": float(by_reward.high[b]), "loglik_low": float(by_reward.x_low[b]),
+             "loglik_high": float(by_reward.x_high[b])} for b in range(len(by_reward.count))]
+
+
+def _samples_calibration(study: Study, instance: str, method: str) -> bool:
+    """Whether the rounds of `method` on `instance` drew a calibration sample (its llome stage's settings)."""
+    spec = study.settings.methods[method]
+    stage = study.stages(instance, spec.round_zero)[f"llome_{spec.llome}"]
+    return bool(stage["diagnostics"]) and stage["diagnostics_calibration_sample"] > 0
+
+
+def calibration_table(study: Study, data_dir: Path, sample: str = CALIBRATION_SAMPLE) -> pd.DataFrame:
+    """Per LLOME round, a sample of its candidates in likelihood bins: their mean reward (MargE's margin over the
+    input, llome.pairs.margin_reward) with a 95% t interval.
+
+    CALIBRATION_SAMPLE reads the round's diagnostic sample from before the likelihood filter; a method whose
+    settings drew none has no rows, and one whose settings drew one but whose file is missing stops the table.
+    POST_FILTER_SAMPLE reads the labelled candidates, which passed the filter.
+    """
+    from llome.io import read_table
+    from llome.loop import CALIBRATION_SAMPLE_FILE, round_dir
+    from llome.stages.common import seed_dir
+
+    if sample not in (CALIBRATION_SAMPLE, POST_FILTER_SAMPLE):
+        raise ValueError(f"sample must be {CALIBRATION_SAMPLE!r} or {POST_FILTER_SAMPLE!r}, got {sample!r}")
+    file_name = CALIBRATION_SAMPLE_FILE if sample == CALIBRATION_SAMPLE else "labelled.parquet"
     rows = []
     for instance, method, seed in _llome_runs(study):
+        if sample == CALIBRATION_SAMPLE and not _samples_calibration(study, instance, method):
+            continue
         run_dir = seed_dir(method_dir(data_dir, instance, method, seed), seed)
         for index in range(1, study.base["llome"]["rounds"] + 1):
-            labelled = read_table(round_dir(run_dir, index) / "labelled.parquet")
-            loglik, reward = labelled["loglik"].to_numpy(np.float64), labelled["reward"].to_numpy(np.float64)
-            used = np.isfinite(loglik) & ~np.isnan(reward)  # a parent never scored has no reward
-            if not used.any():
-                continue
-            by_reward = binned_means(loglik[used], reward[used], study.settings.calibration_bins)
-            by_loglik = binned_means(loglik[used], loglik[used], study.settings.calibration_bins)  # the same bins
-            for b in range(len(by_reward.count)):
-                rows.append({"instance": instance, "method": method, "seed": seed, "round": index, "bin": b,
-                             "n": int(by_reward.count[b]), "mean_loglik": float(by_loglik.mean[b]),
-                             "mean_reward": float(by_reward.mean[b]), "reward_ci_low": float(by_reward.low[b]),
-                             "reward_ci_high": float(by_reward.high[b]), "loglik_low": float(by_reward.x_low[b]),
-                             "loglik_high": float(by_reward.x_high[b]), "sample": CALIBRATION_SAMPLE})
+            path = round_dir(run_dir, index) / file_name
+            if not path.exists():
+                raise FileNotFoundError(f"{path} does not exist: its job has not finished, or ran with other settings "
+                                        "(python -m llome.study run)")
+            table = read_table(path)
+            keys = {"instance": instance, "method": method, "seed": seed, "round": index}
+            rows += [{**row, "sample": sample} for row in _calibration_rows(
+                table["loglik"].to_numpy(np.float64), table["reward"].to_numpy(np.float64),
+                study.settings.calibration_bins, keys)]
     return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)
 
 
@@ -615,10 +645,11 @@ def write_tables(study: Study, data_dir: str | Path, tables_dir: str | Path,
     """The study's tables from its finished jobs, each file written atomically."""
     data_dir, tables_dir = Path(data_dir), Path(tables_dir)
     tables = {"instances": instances_table(study), "trace": trace_table(study, data_dir),
-              "rounds": rounds_table(study, data_dir), "calibration": calibration_table(study, data_dir)}
+              "rounds": rounds_table(study, data_dir), "calibration": calibration_table(study, data_dir),
+              "calibration_post_filter": calibration_table(study, data_dir, POST_FILTER_SAMPLE)}
     runs = ["instance", "method", "seed"]
     sort = {"instances": ["instance"], "trace": [*runs, "oracle_calls"], "rounds": [*runs, "round"],
-            "calibration": [*runs, "round", "bin"]}
+            "calibration": [*runs, "round", "bin"], "calibration_post_filter": [*runs, "round", "bin"]}
     for name, table in tables.items():
         table = table.sort_values(sort[name], kind="stable").reset_index(drop=True)
         tables[name] = table

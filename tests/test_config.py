@@ -112,6 +112,16 @@ def test_stage_files_depend_only_on_their_own_settings(tmp_path):
         assert same == (name != "llome_dpo")
 
 
+def test_the_calibration_sample_size_reaches_every_llome_stage_and_a_profile_may_set_it_apart():
+    params = copy.deepcopy(PARAMS)
+    params["profiles"]["smoke"]["llome"]["diagnostics_calibration_sample"] = 7
+    for profile, size in (("default", 500), ("smoke", 7)):
+        stages = stage_configs(load_profile(params, profile))
+        assert {stages[f"llome_{m}"]["diagnostics_calibration_sample"] for m in ("sft", "marge", "dpo")} == {size}
+    assert "profiles.smoke.llome.diagnostics_calibration_sample: must be >= 0" in \
+        _problems(_set("smoke.llome.diagnostics_calibration_sample", -5), profile="smoke")
+
+
 def test_the_function_seed_reaches_every_stage_that_builds_the_function():
     from llome.ehrlich import Ehrlich
     from llome.stages.common import load_function
@@ -299,6 +309,10 @@ def test_a_key_deleted_from_the_default_profile_is_named():
     ("test_functions.seed", True, "test_functions.seed: must be an integer, got True"),
     ("seeds", [0, 0], "seeds: must be distinct"),
     ("llome.methods.sft.train.beta", 0.1, "llome.methods.sft.train.beta: unknown key"),
+    ("llome.diagnostics_calibration_sample", -1, "llome.diagnostics_calibration_sample: must be >= 0, got -1"),
+    ("llome.diagnostics_calibration_sample", 0.5, "llome.diagnostics_calibration_sample: must be an integer, got 0.5"),
+    ("llome.diagnostics_calibration_sample", True,
+     "llome.diagnostics_calibration_sample: must be an integer, got True"),
 ])
 def test_bad_values_are_refused_with_their_key_path_and_value(path, value, expected):
     assert f"profiles.default.{expected}" in _problems(_set(f"default.{path}", value))

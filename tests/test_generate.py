@@ -1,5 +1,6 @@
 import inspect
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,56 @@ def test_temperature_schedule_shifts_up_when_edits_shrink(distance, start):
     assert temps[0] == pytest.approx(start)
     assert len(temps) == 6
     assert np.allclose(np.diff(temps), 0.2)
+
+
+def _authors_absolute_schedule(mean_distance, base):
+    """The schedule as it was before it became relative: the rules' absolute lowest temperatures 0.8, 1.0, 1.2."""
+    base = tuple(float(t) for t in base)
+    if mean_distance is None or not np.isfinite(mean_distance):
+        return base
+    start = base[0]
+    for threshold, shifted in ((0.075, 1.2), (0.1, 1.0), (0.15, 0.8)):
+        if mean_distance < threshold:
+            start = max(start, shifted)
+            break
+    return tuple(round(t + start - base[0], 6) for t in base)
+
+
+def test_on_the_authors_temperatures_the_relative_schedule_is_exactly_the_absolute_one():
+    base = (0.6, 0.8, 1.0, 1.2, 1.4, 1.6)
+    distances = [None, float("nan"), *np.linspace(0.0, 0.3, 3001)]
+    distances += [np.nextafter(t, -1.0) for t in (0.075, 0.1, 0.15)] + [0.075, 0.1, 0.15]  # either side of a threshold
+    for distance in distances:
+        assert temperature_schedule(distance, base) == _authors_absolute_schedule(distance, base), distance
+    assert temperature_schedule(0.0) == (1.2, 1.4, 1.6, 1.8, 2.0, 2.2)  # the default base is the authors'
+
+
+@pytest.mark.parametrize("distance, expected", [
+    (0.2, (0.9, 1.0, 1.1, 1.2)),  # edits large enough: no rule fires
+    (0.15, (0.9, 1.0, 1.1, 1.2)),  # the thresholds are strict
+    (0.149, (1.1, 1.2, 1.3, 1.4)),  # below 0.15: +0.2 (the authors' 0.6 -> 0.8)
+    (0.1, (1.1, 1.2, 1.3, 1.4)),
+    (0.099, (1.3, 1.4, 1.5, 1.6)),  # below 0.1: +0.4 (0.6 -> 1.0)
+    (0.075, (1.3, 1.4, 1.5, 1.6)),
+    (0.074, (1.5, 1.6, 1.7, 1.8)),  # below 0.075: +0.6 (0.6 -> 1.2)
+    (0.0, (1.5, 1.6, 1.7, 1.8)),
+])
+def test_every_rule_fires_on_the_default_profiles_temperatures(distance, expected):
+    # 0.9 ... 1.2: read as absolute targets, the first rule (lowest temperature 0.8) could never fire on them
+    assert temperature_schedule(distance, (0.9, 1.0, 1.1, 1.2)) == expected
+
+
+def test_every_profile_has_temperatures_each_rule_moves_differently():
+    from llome.config import load_params, resolve
+
+    profiles = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["profiles"]
+    assert resolve(profiles, "default")["llome"]["generation"]["temperatures"] == \
+        [0.9, 1.0, 1.1, 1.2]  # the base the hand-computed test above uses
+    for name in profiles:
+        base = tuple(resolve(profiles, name)["llome"]["generation"]["temperatures"])
+        outcomes = [temperature_schedule(d, base) for d in (0.2, 0.149, 0.099, 0.074)]
+        assert len(set(outcomes)) == 4, name  # no rule, and each of the three rules, gives its own temperatures
+        assert [t[0] for t in outcomes] == pytest.approx([base[0] + s for s in (0.0, 0.2, 0.4, 0.6)]), name
 
 
 def test_generation_never_receives_the_oracle():

@@ -217,3 +217,149 @@ def test_diagnostic_scores_never_reach_the_pairs_and_switching_them_off_makes_no
     unknown = off_labelled["parent"].isin(diagnostic_only)
     assert off_labelled.loc[unknown, "parent_score"].isna().all() and off_labelled.loc[unknown, "reward"].isna().all()
     assert off["labelled"]["known_parent_count"] == int((~unknown).sum()) < on["labelled"]["known_parent_count"]
+
+
+# --- the calibration sample (claim 2): drawn before the likelihood filter, scored apart, read by nothing ------------
+
+
+def test_the_calibration_sample_is_drawn_before_the_filter_from_the_candidates_it_ranks():
+    from llome.loop import calibration_seed, draw_calibration_sample, eligible_for_labelling, filter_input
+
+    pool = pd.DataFrame({"sequence": [(0, 0), (1, 1)], "score": [0.1, 0.2]})
+    candidates = _candidates([-float(i) for i in range(32)] + [0.0], [(i, i) for i in range(32)] + [(40, 40)])
+    candidates.loc[32, "status"] = "out_of_range"  # the likeliest row, but never valid
+    selection = {"likelihood_quantile": 0.6, "num_to_label": 5}
+    # 30 new valid sequences (2..31); the filter keeps those at or above the 60% quantile of their logliks, -13.6:
+    # the 12 likeliest, (2, 2) .. (13, 13). The labels come from these only.
+    kept = {(i, i) for i in range(2, 14)}
+    assert set(eligible_for_labelling(filter_input(candidates, pool), selection)["sequence"]) == kept
+
+    sample = draw_calibration_sample(candidates, pool, selection, size=20, seed=calibration_seed(0, 1))
+    assert len(sample) == 20 and sample["sequence"].is_unique
+    assert set(sample["sequence"]) <= {(i, i) for i in range(2, 32)}  # neither old labels nor invalid rows
+    assert sample["passed_filter"].tolist() == [s in kept for s in sample["sequence"]]
+    assert (~sample["passed_filter"]).sum() >= 8  # 20 of 30 cannot all be among the 12 kept
+
+    again = draw_calibration_sample(candidates, pool, selection, size=20, seed=calibration_seed(0, 1))
+    pd.testing.assert_frame_equal(sample, again)  # same seed and round, same sample
+    other = draw_calibration_sample(candidates, pool, selection, size=20, seed=calibration_seed(0, 2))
+    assert set(other["sequence"]) != set(sample["sequence"])
+    everything = draw_calibration_sample(candidates, pool, selection, size=100, seed=calibration_seed(0, 1))
+    assert sorted(everything["sequence"]) == [(i, i) for i in range(2, 32)]  # a sample larger than the round: all
+
+    # Its own random stream: not the round's seed, which draws the labels.
+    round_seed = int(np.random.SeedSequence([0, 1]).generate_state(1)[0])
+    assert calibration_seed(0, 1) not in {round_seed, calibration_seed(0, 2), calibration_seed(1, 1)}
+
+
+def _round_tables():
+    """A pool, a round's labels and a calibration sample whose scores are each known for free or not, by hand."""
+    f = ToyFunction()
+    seq = {name: tuple(int(v) for v in row) for name, row in {
+        "old": [0, 1, 2, 3, 4, 5, 0, 0],  # labelled in an earlier round: f = 6/8
+        "label": [0, 1, 2, 3, 0, 0, 0, 0],  # labelled this round: 4/8
+        "label_parent": [0, 1, 0, 0, 0, 0, 0, 0],  # the label's parent, scored by the round's diagnostics: 2/8
+        "a": [0, 1, 2, 0, 0, 0, 0, 0],  # 3/8
+        "b": [7, 1, 2, 3, 4, 5, 6, 7],  # infeasible
+        "new_parent": [0, 0, 0, 0, 0, 0, 0, 0],  # 1/8, in no table before the sample
+    }.items()}
+    pool = pd.DataFrame({"sequence": [seq["old"]], "score": [0.75]})
+    labelled = pd.DataFrame({"sequence": [seq["label"]], "parent": [seq["label_parent"]], "score": [0.5],
+                             "parent_score": [0.25]})
+    sample = pd.DataFrame({
+        "sequence": [seq["label"], seq["a"], seq["b"], seq["label_parent"]],
+        "parent": [seq["label_parent"], seq["old"], seq["new_parent"], seq["new_parent"]],
+        "trajectory": [0, 1, 2, 3], "iteration": 0, "temperature": 1.0, "loglik": [-1.0, -2.0, -3.0, -4.0],
+        "distance": 0.25, "passed_filter": [True, True, False, False]})
+    return f, seq, pool, labelled, sample
+
+
+def test_the_calibration_sample_buys_only_unknown_scores_and_only_through_a_diagnostic_counter():
+    from llome.loop import calibration_sample_calls, score_calibration_sample
+
+    f, seq, pool, labelled, sample = _round_tables()
+    table = score_calibration_sample(sample, pool, labelled, f, index=3)
+    # Known for free: "old" (pool), "label" (paid this round), "label_parent" (the round's parent scores).
+    # Bought: "a", "b" and "new_parent" (a parent of two rows, scored once).
+    assert f.calls == 3 == calibration_sample_calls(table, pool, labelled)
+    assert table["score"].tolist() == [0.5, 0.375, -np.inf, 0.25]
+    assert table["parent_score"].tolist() == [0.25, 0.75, 0.125, 0.125]
+    assert table["reward"].tolist() == [0.25, 0.0, 0.0, 0.125]  # margin over the input; infeasible counts as 0
+    assert table["labelled"].tolist() == [True, False, False, False]
+    assert table["passed_filter"].tolist() == [True, True, False, False] and set(table["round"]) == {3}
+    # Its scores are the objective's, and the round's labels and pool are left as they were.
+    np.testing.assert_array_equal(table["score"], ToyFunction()(np.array(list(table["sequence"]))))
+    assert labelled["score"].tolist() == [0.5] and len(pool) == 1
+
+
+def test_calibration_sample_metrics_count_the_cut_rows_and_say_when_there_is_no_sample():
+    from llome.loop import calibration_sample_metrics, score_calibration_sample
+
+    f, _, pool, labelled, sample = _round_tables()
+    metrics = calibration_sample_metrics(score_calibration_sample(sample, pool, labelled, f, index=1), calls=3)
+    assert (metrics["size"], metrics["diagnostic_calls"], metrics["cut_by_filter"], metrics["n"]) == (4, 3, 2, 4)
+    # rewards 0.25, 0, 0, 0.125 against logliks -1 .. -4: ranks 4, 1.5, 1.5, 3 against 4, 3, 2, 1, whose
+    # deviations from 2.5 give 1.5 / sqrt(4.5 x 5)
+    assert metrics["spearman"] == pytest.approx(1.5 / np.sqrt(22.5))
+    none = calibration_sample_metrics(None, calls=0)
+    assert (none["size"], none["diagnostic_calls"], none["n"]) == (0, 0, 0) and np.isnan(none["spearman"])
+
+
+@pytest.mark.slow
+def test_the_calibration_sample_changes_nothing_the_optimiser_sees_and_its_calls_are_counted_apart(copy_model,
+                                                                                                   tmp_path):
+    from llome.loop import CALIBRATION_SAMPLE_FILE
+    from llome.provenance import model_digest
+
+    runs = {}
+    for size in (0, 40):
+        f, seed_table, round_zero, cfg = _setup(copy_model, tmp_path / str(size))
+        cfg = {**cfg, "diagnostics": True, "diagnostics_calibration_sample": size}
+        history = run_llome(cfg, function=f, seed_table=seed_table, round_zero_dir=round_zero,
+                            run_dir=tmp_path / str(size) / "run", seed=0, progress=False)
+        runs[size] = (history, f.calls, [round_dir(tmp_path / str(size) / "run", i) for i in (1, 2)])
+    (without, without_calls, without_dirs), (with_, with_calls, with_dirs) = runs[0], runs[40]
+    for index, (a, b) in enumerate(zip(without_dirs, with_dirs), start=1):
+        # Round 2's candidates come from round 1's model and seeds: equal, they show the sample fed nothing back.
+        for name in ("candidates.parquet", "labelled.parquet", "pairs.parquet"):
+            pd.testing.assert_frame_equal(read_table(a / name), read_table(b / name), obj=f"round {index} {name}")
+        assert model_digest(a / "model") == model_digest(b / "model"), index
+        assert read_json(a / "oracle.json") == read_json(b / "oracle.json")
+        assert not (a / CALIBRATION_SAMPLE_FILE).exists()
+
+    # Every call the objective saw is in the metrics: paid labels, then the unpaid parents and sample apart.
+    for history, calls in ((without, without_calls), (with_, with_calls)):
+        assert calls == sum(m["oracle_calls"] + m["diagnostic_oracle_calls"] for m in history)
+    for a, b in zip(without, with_):
+        assert a["oracle_calls"] == b["oracle_calls"]
+        assert b["diagnostic_oracle_calls"] - a["diagnostic_oracle_calls"] == b["calibration_sample"]["diagnostic_calls"]
+        assert a["calibration_sample"]["size"] == 0 and b["calibration_sample"]["size"] > 0
+
+    cut = 0
+    for d in with_dirs:
+        sample = read_table(d / CALIBRATION_SAMPLE_FILE)
+        candidates = read_table(d / "candidates.parquet")
+        valid = candidates[candidates["status"] == "valid"]
+        assert set(sample["sequence"]) <= set(valid["sequence"]) and sample["sequence"].is_unique
+        np.testing.assert_array_equal(sample["score"], ToyFunction()(np.array(list(sample["sequence"]))))
+        labelled = read_table(d / "labelled.parquet")
+        assert sample["labelled"].tolist() == sample["sequence"].isin(set(labelled["sequence"])).tolist()
+        assert not (sample["labelled"] & ~sample["passed_filter"]).any()  # a label always passed the filter
+        cut += int((~sample["passed_filter"]).sum())
+    assert cut > 0  # the sample reaches candidates the filter cut, which no label can
+
+    # A round interrupted after its labels redraws the same sample, and says the same.
+    done = with_dirs[1]
+    partial = done.with_name(done.name + ".partial")
+    shutil.copytree(done, partial)
+    (partial / CALIBRATION_SAMPLE_FILE).unlink()
+    (partial / "metrics.json").unlink()
+    kept = read_table(done / CALIBRATION_SAMPLE_FILE)
+    shutil.rmtree(done)
+    f, seed_table, round_zero, cfg = _setup(copy_model, tmp_path / "resume")
+    cfg = {**cfg, "diagnostics": True, "diagnostics_calibration_sample": 40}
+    resumed = run_llome(cfg, function=f, seed_table=seed_table, round_zero_dir=tmp_path / "40" / "sft",
+                        run_dir=tmp_path / "40" / "run", seed=0, progress=False)
+    pd.testing.assert_frame_equal(read_table(done / CALIBRATION_SAMPLE_FILE), kept)
+    assert same(resumed[1], with_[1])
+    assert f.calls == with_[1]["calibration_sample"]["diagnostic_calls"]  # the sample's calls, nothing else

@@ -22,6 +22,12 @@ def test_config_merges_a_dict_over_the_defaults_and_rejects_unknown_keys():
         LlomeConfig.coerce({"round": 4})
     with pytest.raises(ValueError, match="method"):
         LlomeConfig.coerce({"method": "ppo"})
+    assert cfg.round_config(100)["diagnostics_calibration_sample"] == 0  # no unpaid sample unless asked for
+    assert LlomeConfig.coerce({"diagnostics": True, "diagnostics_calibration_sample": 30}).round_config(100)[
+        "diagnostics_calibration_sample"] == 30
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="diagnostics_calibration_sample must be an integer >= 0"):
+            LlomeConfig.coerce({"diagnostics_calibration_sample": bad})
     with pytest.raises(ValueError, match=r"\(n, 8\)"):
         llome.optimize(CallCounting(), np.zeros((1, 7), dtype=int))
 

@@ -301,6 +301,10 @@ def _fake_outputs(study, data_dir: Path) -> None:
                                              "score": rng.random(40)})
                     labelled.loc[0, "reward"] = np.nan  # a parent never scored
                     write_table(job_dir / f"seed_{seed}" / f"round_{index:02d}" / "labelled.parquet", labelled)
+                    # The diagnostic sample from before the filter: more rows, reaching below the labels' likelihoods
+                    sample = pd.DataFrame({"loglik": rng.normal(-1.0, size=60), "reward": rng.random(60),
+                                           "score": rng.random(60), "passed_filter": np.arange(60) < 24})
+                    write_table(job_dir / f"seed_{seed}" / f"round_{index:02d}" / "calibration_sample.parquet", sample)
         write_csv(ga_dir(data_dir, instance) / "regret.csv", pd.concat(ga_rows, ignore_index=True))
 
 
@@ -308,7 +312,8 @@ def test_tables_have_the_columns_the_claims_module_reads(smoke, tmp_path):
     _fake_outputs(smoke, tmp_path / "data")
     tables = write_tables(smoke, tmp_path / "data", tmp_path / "tables")
     written = {p.name for p in (tmp_path / "tables").iterdir()}
-    assert written == {"instances.csv", "trace.csv", "rounds.csv", "calibration.csv", "seeds.json"}
+    assert written == {"instances.csv", "trace.csv", "rounds.csv", "calibration.csv", "calibration_post_filter.csv",
+                       "seeds.json"}
 
     instances = pd.read_csv(tmp_path / "tables" / "instances.csv")
     assert list(instances.columns) == ["instance", "optimum", "difficulty_rank", "oracle_budget", "seed_data_calls",
@@ -334,15 +339,22 @@ def test_tables_have_the_columns_the_claims_module_reads(smoke, tmp_path):
     calibration = pd.read_csv(tmp_path / "tables" / "calibration.csv")
     assert list(calibration.columns) == CALIBRATION_COLUMNS
     per_round = calibration.groupby(["instance", "method", "seed", "round"])
-    assert set(per_round["n"].sum()) == {39}  # 40 labels less the one without a reward
+    assert set(per_round["n"].sum()) == {60}  # the whole diagnostic sample, not the labels
     assert set(per_round["bin"].max()) == {smoke.settings.calibration_bins - 1}
-    assert set(calibration["sample"]) == {"labelled_post_filter"}
+    assert set(calibration["sample"]) == {"diagnostic_pre_filter"}
     assert (calibration["reward_ci_low"] <= calibration["mean_reward"]).all()
+    assert len(per_round) == len(rounds)  # every LLOME round of every run has its bins
+
+    post_filter = pd.read_csv(tmp_path / "tables" / "calibration_post_filter.csv")
+    assert list(post_filter.columns) == CALIBRATION_COLUMNS
+    per_round = post_filter.groupby(["instance", "method", "seed", "round"])
+    assert set(per_round["n"].sum()) == {39}  # 40 labels less the one without a reward
+    assert set(post_filter["sample"]) == {"labelled_post_filter"}
 
     import json
     seeds = json.loads((tmp_path / "tables" / "seeds.json").read_text())
     assert seeds["reported"] == [10, 11] and seeds["tuning"]["ga_sweep"] == [100]
-    assert set(tables) == {"instances", "trace", "rounds", "calibration"}
+    assert set(tables) == {"instances", "trace", "rounds", "calibration", "calibration_post_filter"}
 
 
 def test_a_missing_job_output_stops_the_tables_naming_it(smoke, tmp_path):
@@ -350,6 +362,27 @@ def test_a_missing_job_output_stops_the_tables_naming_it(smoke, tmp_path):
     (method_dir(tmp_path / "data", MAIN, "llome_sft", 11) / "regret.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"llome_sft/seed_11/regret.csv does not exist"):
         write_tables(smoke, tmp_path / "data", tmp_path / "tables")
+
+
+def test_a_run_that_should_have_a_calibration_sample_but_has_none_stops_the_tables(smoke, tmp_path):
+    _fake_outputs(smoke, tmp_path / "data")
+    run = method_dir(tmp_path / "data", MAIN, "llome_marge", 10) / "seed_10"
+    (run / "round_01" / "calibration_sample.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match=r"llome_marge/seed_10/seed_10/round_01/calibration_sample.parquet"):
+        write_tables(smoke, tmp_path / "data", tmp_path / "tables")
+
+
+def test_without_a_calibration_sample_in_the_settings_the_table_has_no_rows_and_reads_no_sample(tmp_path):
+    def edit(params):
+        params["studies"]["smoke"]["overrides"]["llome"]["diagnostics_calibration_sample"] = 0
+
+    study = load_study(edited(tmp_path, edit), BASE_PARAMS, "smoke")
+    _fake_outputs(study, tmp_path / "data")
+    for path in (tmp_path / "data").rglob("calibration_sample.parquet"):
+        path.unlink()
+    tables = write_tables(study, tmp_path / "data", tmp_path / "tables")
+    assert tables["calibration"].empty and list(tables["calibration"].columns) == CALIBRATION_COLUMNS
+    assert not tables["calibration_post_filter"].empty  # the labels are still there to bin
 
 
 def test_timing_keeps_the_seconds_of_a_job_a_rerun_only_reused(smoke, tmp_path):

@@ -19,7 +19,7 @@ from llome.study import ROUND_METRICS, load_study
 pytestmark = pytest.mark.pipeline
 
 MAIN, SOLVABLE = "ehr_v-32_l-032_m-4_c-4_q-4", "ehr_v-32_l-032_m-4_c-2_q-4"
-TABLES = ["instances.csv", "trace.csv", "rounds.csv", "calibration.csv", "seeds.json"]
+TABLES = ["instances.csv", "trace.csv", "rounds.csv", "calibration.csv", "calibration_post_filter.csv", "seeds.json"]
 REWRITTEN = {"rounds.csv", "regret.csv", "timing.csv"}  # an LLOME job rewrites these, same bytes, even when reused
 
 
@@ -68,6 +68,10 @@ def test_the_smoke_study_writes_every_table(smoke_study):
     assert list(rounds.columns) == ["instance", "method", "seed", "round", *ROUND_METRICS]
     assert (rounds["paid_calls"] <= study.base["llome"]["selection"]["num_to_label"]).all()
     assert json.loads((tables / "seeds.json").read_text())["reported"] == [10, 11]
+    # Calibration is binned on each round's diagnostic sample from before the likelihood filter, the labels apart.
+    calibration, post_filter = (pd.read_csv(tables / name) for name in ("calibration.csv", "calibration_post_filter.csv"))
+    assert set(calibration["sample"]) == {"diagnostic_pre_filter"} and set(post_filter["sample"]) == {"labelled_post_filter"}
+    assert set(zip(calibration["instance"], calibration["method"], calibration["seed"])) == llome
     timing = pd.read_csv(tables / "timing.csv")
     assert len(timing) == 6 + 6 + 10 and (timing["seconds"] > 0).all()
 
