@@ -24,7 +24,8 @@ import numpy as np
 from llome.config import load_profile
 from llome.ehrlich import Ehrlich
 from llome.ga import GAConfig, run_ga
-from llome.lambo import LamboServer, LamboSettings, lambo_python, round_timing, run_lambo
+from llome.lambo import LamboServer, LamboSettings, lambo_python, run_lambo
+from llome.rounds import round_timing
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION, FUNCTION_SEED = "ehr_v-32_l-032_m-4_c-4_q-4", 50494

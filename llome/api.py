@@ -235,7 +235,8 @@ def optimize(objective, seed_sequences, config: LlomeConfig | dict | None = None
     interrupted or extended run resumes (None: a temporary directory, deleted at the end).
     """
     from llome.io import read_table
-    from llome.loop import round_dir, run_llome, run_trace
+    from llome.loop import run_llome
+    from llome.rounds import round_dir, run_trace
     from llome.round_zero import run_round_zero
 
     check_objective(objective)

@@ -28,9 +28,10 @@ import pandas as pd
 
 from llome.io import read_json, read_table, write_json, write_table
 from llome.lambo_settings import LamboSettings
-from llome.metrics import generation_metrics, labelled_metrics, regret_curve
+from llome.metrics import generation_metrics, labelled_metrics
 from llome.objective import CountedOracle
 from llome.provenance import move_aside
+from llome.rounds import TIMING_FILE, round_dir, round_seed
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ LAMBO_VENV = Path(os.environ.get(VENV_VARIABLE) or REPO_ROOT / ".lambo-venv")
 RUNNER = REPO_ROOT / "lambo" / "runner.py"
 REQUIREMENTS = REPO_ROOT / "requirements" / "lambo.txt"
 BUILD_HINT = "run `make lambo-env` to build .lambo-venv (pins in requirements/lambo.txt)"
-TIMING_FILE = "timing.json"  # wall times beside a round's data, kept out of its md5 by .dvcignore
 MODEL_DIR = "lambo_model"  # in round 1: the model it trained, which every later round starts from
 MODEL_FILE = "model.pt"  # lambo/runner.py's name for it
 
@@ -188,15 +188,6 @@ def propose(runner: Path | LamboServer, sequences: np.ndarray, scores: np.ndarra
     return response
 
 
-def round_dir(run_dir: Path, index: int) -> Path:
-    return Path(run_dir) / f"round_{index:02d}"
-
-
-def round_seed(seed: int, index: int) -> int:
-    """Independent streams per seed and round (seed + index would give seed 0's round 2 to seed 1's round 1)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
 def as_tuples(array) -> list[tuple]:
     return [tuple(int(v) for v in row) for row in np.asarray(array)]
 
@@ -323,29 +314,3 @@ def run_lambo(function, seed_table: pd.DataFrame, settings: LamboSettings, num_r
                  num_rounds, metrics["oracle_calls"], 100 * metrics["labelled"]["feasible"],
                  float(np.max(pool["score"].to_numpy(np.float64), initial=-np.inf)), time.perf_counter() - started)
     return history
-
-
-def round_timing(run_dir: Path, index: int) -> dict[str, float]:
-    path = round_dir(run_dir, index) / TIMING_FILE
-    return read_json(path) if path.exists() else {}
-
-
-def lambo_trace(seed_table: pd.DataFrame, seed_oracle_calls: int, run_dir: Path, rounds: int,
-                optimum: float | None = 1.0) -> pd.DataFrame:
-    """Best-so-far over every paid evaluation: the GA seed data, then each round's labels. The same table as
-    llome.loop.run_trace makes of an LLOME run (a test holds them equal), without importing the training code."""
-    seed_part = seed_table[["oracle_calls", "score"]].assign(round=0)
-    if len(seed_table) == 0 or seed_part["oracle_calls"].max() < seed_oracle_calls:
-        spent = pd.DataFrame({"oracle_calls": [int(seed_oracle_calls)], "score": [-np.inf], "round": [0]})
-        seed_part = pd.concat([seed_part, spent], ignore_index=True)
-    parts, offset = [seed_part], int(seed_oracle_calls)
-    for index in range(1, rounds + 1):
-        labelled = read_table(round_dir(run_dir, index) / "labelled.parquet")
-        parts.append(pd.DataFrame({"oracle_calls": offset + labelled["oracle_calls_round"].to_numpy(),
-                                   "score": labelled["score"].to_numpy(), "round": index}))
-        offset += int(read_json(round_dir(run_dir, index) / "metrics.json")["oracle_calls"])
-    trace = pd.concat(parts, ignore_index=True)
-    curve = regret_curve(trace["oracle_calls"].to_numpy(np.int64), trace["score"].to_numpy(), optimum)
-    return curve.assign(round=trace["round"].to_numpy())
-
-

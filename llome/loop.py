@@ -24,30 +24,18 @@ import torch
 
 from llome.generate import GenerationConfig, refine, temperature_schedule
 from llome.io import read_json, read_table, write_json, write_table
-from llome.metrics import calibration, generation_metrics, labelled_metrics, regret_curve
+from llome.metrics import calibration, generation_metrics, labelled_metrics
 from llome.jobs import as_int_array, build_training_set, train
 from llome.models import inference_dtype, load_model_and_tokenizer
 from llome.objective import CountedOracle, DiagnosticOracle, OracleBudgetExceeded  # noqa: F401  (re-exported)
 from llome.pairs import margin_reward
+from llome.rounds import TIMING_FILE, round_dir, round_seed
 from llome.provenance import (CorruptResultError, check_model, check_readable, claim, file_digest, make_record,
                               model_digest, move_aside, result_config, table_digest)
 from llome.selection import likelihood_filter, sample_for_labelling
 from llome.text import VALID
 
 log = logging.getLogger(__name__)
-
-
-TIMING_FILE = "timing.json"  # each step's wall time, beside a round's data but not part of it
-
-
-def round_dir(run_dir: Path, index: int) -> Path:
-    return Path(run_dir) / f"round_{index:02d}"
-
-
-def round_timing(run_dir: Path, index: int) -> dict[str, float]:
-    """Seconds each step of a finished round took ({} when its timing file is gone, e.g. after `dvc checkout`)."""
-    path = round_dir(run_dir, index) / TIMING_FILE
-    return read_json(path) if path.exists() else {}
 
 
 def _generation_seeds(pairs: pd.DataFrame, pool: pd.DataFrame, num_seeds: int) -> list[tuple]:
@@ -216,7 +204,7 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
         return read_json(final / "metrics.json")
     work = final.with_name(final.name + ".partial")
     work.mkdir(parents=True, exist_ok=True)
-    round_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+    stream = round_seed(seed, index)  # generation, selection, pairs and training of this round draw from it
     generation = GenerationConfig.from_dict(cfg["generation"])
     temperatures = generation.temperatures
     if cfg["generation"].get("temperature_schedule", True):
@@ -236,7 +224,7 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
                                                     dtype=inference_dtype(cfg.get("device"), cfg.get("launcher")))
         seeds = _generation_seeds(prev_pairs, pool, int(cfg["generation"]["num_seeds"]))
         candidates = refine(model, tokenizer, seeds, dim=function.dim, num_states=function.num_states,
-                            config=generation, temperatures=temperatures, seed=round_seed, progress=progress)
+                            config=generation, temperatures=temperatures, seed=stream, progress=progress)
         write_table(work / "candidates.parquet", candidates)
         del model
         if torch.cuda.is_available():
@@ -246,7 +234,7 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
 
     if not (work / "labelled.parquet").exists():
         started = time.perf_counter()
-        selected = select_candidates(candidates, pool, cfg["selection"], round_seed)
+        selected = select_candidates(candidates, pool, cfg["selection"], stream)
         timed("selection", started)
         started = time.perf_counter()
         oracle = CountedOracle(function, cfg["selection"]["num_to_label"])
@@ -284,7 +272,7 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
     if not (work / "pairs.parquet").exists():
         started = time.perf_counter()
         source = training_pool(pool, labelled, cfg["pairs"].get("source", "round"))
-        write_table(work / "pairs.parquet", build_training_set(cfg["objective"], source, cfg["pairs"], round_seed,
+        write_table(work / "pairs.parquet", build_training_set(cfg["objective"], source, cfg["pairs"], stream,
                                                                 newest=set(labelled["sequence"])))
         timed("pairs", started)
     pairs = read_table(work / "pairs.parquet")
@@ -296,7 +284,7 @@ def run_round(index: int, *, run_dir: Path, cfg: dict, function, pool: pd.DataFr
             shutil.copytree(prev_model_dir, work / "model")
         else:
             trained = train(cfg["objective"], pairs, {**cfg["train"], "disable_tqdm": not progress}, work / "job",
-                            round_seed, model_dir=prev_model_dir, launcher=cfg.get("launcher"),
+                            stream, model_dir=prev_model_dir, launcher=cfg.get("launcher"),
                             num_states=function.num_states,  # for checkpoint selection's gates
                             lora=cfg.get("lora"))  # params.yaml's model.lora: null trains every weight
             trained.rename(work / "model")
@@ -384,28 +372,3 @@ def run_llome(cfg: dict, *, function, seed_table: pd.DataFrame, round_zero_dir: 
                  cfg.get("method", ""), seed, index, cfg["rounds"], metrics["num_candidates"], metrics["oracle_calls"],
                  best, time.perf_counter() - started)
     return history
-
-
-def run_trace(seed_table: pd.DataFrame, seed_oracle_calls: int, run_dir: Path, rounds: int,
-              optimum: float | None = 1.0) -> pd.DataFrame:
-    """Best-so-far over every paid evaluation of a run: the GA seed data, then each round's labels.
-
-    The seed table holds first sightings only, which is all a best-so-far curve needs; the offset of
-    round 1 is the GA's full spend, repeats included. Regret is against the objective's `optimum`
-    (1 for Ehrlich functions), and NaN when it is unknown (None). Diagnostic calls are not in the
-    trace: the optimiser never saw their values.
-    """
-    seed_part = seed_table[["oracle_calls", "score"]].assign(round=0)
-    if len(seed_table) == 0 or seed_part["oracle_calls"].max() < seed_oracle_calls:
-        # The GA's last paid calls may all be repeats: record that they were spent, improving nothing.
-        spent = pd.DataFrame({"oracle_calls": [int(seed_oracle_calls)], "score": [-np.inf], "round": [0]})
-        seed_part = pd.concat([seed_part, spent], ignore_index=True)
-    parts, offset = [seed_part], int(seed_oracle_calls)
-    for index in range(1, rounds + 1):
-        labelled = read_table(round_dir(run_dir, index) / "labelled.parquet")
-        parts.append(pd.DataFrame({"oracle_calls": offset + labelled["oracle_calls_round"].to_numpy(),
-                                   "score": labelled["score"].to_numpy(), "round": index}))
-        offset += int(read_json(round_dir(run_dir, index) / "metrics.json")["oracle_calls"])
-    trace = pd.concat(parts, ignore_index=True)
-    curve = regret_curve(trace["oracle_calls"].to_numpy(np.int64), trace["score"].to_numpy(), optimum)
-    return curve.assign(round=trace["round"].to_numpy())

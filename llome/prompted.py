@@ -31,27 +31,18 @@ import torch
 
 from llome.generate import decode
 from llome.io import read_json, read_table, write_json, write_table
-from llome.metrics import regret_curve
 from llome.objective import CountedOracle, optimum_of
 from llome.provenance import move_aside
+from llome.rounds import TIMING_FILE, round_dir, round_seed
 from llome.prompted_settings import PromptedConfig, prompted_config
 from llome.schema import ConfigError
 from llome.text import COMPLETION_END, OUT_OF_RANGE, UNPARSABLE, VALID, Parsed, format_sequence, parse_completion
 
 # Room for a short preamble ("Here is a sequence: ") before the list, when max_new_tokens is left to the task.
 PREAMBLE_TOKENS = 16
-TIMING_FILE = "timing.json"  # wall seconds, beside a round's data; .dvcignore keeps it out of the md5
 PROPOSAL_COLUMNS = ["reply", "sequence", "status", "tokens", "new", "labelled"]
 
 Sampler = Callable[[str, int, int], tuple[list[str], np.ndarray]]  # (prompt, how many, seed) -> replies, tokens
-
-
-def round_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The prompt
 
 
 def choose_examples(pool: pd.DataFrame, seed_table: pd.DataFrame, num_examples: int, num_best: int,
@@ -275,10 +266,6 @@ def run_round(index: int, *, settings: PromptedConfig, function, pool: pd.DataFr
     return proposals, labelled, metrics
 
 
-def round_dir(run_dir: Path, index: int) -> Path:
-    return Path(run_dir) / f"round_{index:02d}"
-
-
 def run_prompted(settings: PromptedConfig | dict | None, *, function, seed_table: pd.DataFrame, seed: int, tokenizer,
                  sampler: Sampler, run_dir: Path | None = None,
                  on_round: Callable[[dict], None] | None = None) -> tuple[list[dict], list[pd.DataFrame]]:
@@ -324,24 +311,3 @@ def _save_round(final: Path, proposals: pd.DataFrame, labelled: pd.DataFrame, me
     if final.exists():  # a round directory someone emptied of its metrics; its labels may still be there
         move_aside(final)
     work.rename(final)
-
-
-def prompted_trace(seed_table: pd.DataFrame, seed_oracle_calls: int, labels: list[pd.DataFrame],
-                   optimum: float | None = 1.0) -> pd.DataFrame:
-    """Best-so-far over every paid call: the GA seed data, then each round's labels (as llome.loop.run_trace).
-
-    The seed table holds first sightings only; the rounds start after the GA's full spend, repeats included.
-    """
-    seed_part = seed_table[["oracle_calls", "score"]].assign(round=0)
-    if len(seed_table) == 0 or seed_part["oracle_calls"].max() < seed_oracle_calls:
-        # The GA's last paid calls may all be repeats: record that they were spent, improving nothing.
-        spent = pd.DataFrame({"oracle_calls": [int(seed_oracle_calls)], "score": [-np.inf], "round": [0]})
-        seed_part = pd.concat([seed_part, spent], ignore_index=True)
-    parts, offset = [seed_part], int(seed_oracle_calls)
-    for index, labelled in enumerate(labels, start=1):
-        parts.append(pd.DataFrame({"oracle_calls": offset + labelled["oracle_calls_round"].to_numpy(np.int64),
-                                   "score": labelled["score"].to_numpy(np.float64), "round": index}))
-        offset += len(labelled)
-    trace = pd.concat(parts, ignore_index=True)
-    curve = regret_curve(trace["oracle_calls"].to_numpy(np.int64), trace["score"].to_numpy(np.float64), optimum)
-    return curve.assign(round=trace["round"].to_numpy())

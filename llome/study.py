@@ -438,7 +438,7 @@ def round_zero_job(cfg: dict, seed_data_dir: str, out_dir: str, seed: int) -> di
 
 
 def llome_job(cfg: dict, seed_data_dir: str, round_zero_dir: str, out_dir: str, seed: int) -> dict:
-    from llome.loop import round_dir
+    from llome.rounds import round_dir
     from llome.stages.common import seed_dir
     from llome.stages.llome_rounds import llome_method
 
@@ -588,7 +588,8 @@ def calibration_table(study: Study, data_dir: Path, sample: str = CALIBRATION_SA
     POST_FILTER_SAMPLE reads the labelled candidates, which passed the filter.
     """
     from llome.io import read_table
-    from llome.loop import CALIBRATION_SAMPLE_FILE, round_dir
+    from llome.loop import CALIBRATION_SAMPLE_FILE
+    from llome.rounds import round_dir
     from llome.stages.common import seed_dir
 
     if sample not in (CALIBRATION_SAMPLE, POST_FILTER_SAMPLE):

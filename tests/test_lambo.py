@@ -12,7 +12,8 @@ import llome.lambo as lambo
 from llome.ehrlich import Ehrlich
 from llome.io import read_json, read_table
 from llome.lambo import (LAMBO_VENV, MODEL_DIR, MODEL_FILE, LamboEnvironmentError, LamboServer, LamboSettings,
-                         lambo_python, round_dir, run_lambo)
+                         lambo_python, run_lambo)
+from llome.rounds import round_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +112,7 @@ def test_the_lambo2_stage_at_toy_size_pays_n_a_round_and_resumes_without_the_run
     """The pipeline stage end to end (seed data from the seed_data stage, the real runner), then a run killed after
     round 2's proposals were saved: it resumes without calling the runner and pays only for round 2's labels."""
     from llome.config import load_profile, stage_configs
-    from llome.loop import run_trace
+    from llome.rounds import run_trace
     from llome.stages import lambo2 as stage
     from llome.stages.seed_data import seed_data
 

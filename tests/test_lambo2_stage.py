@@ -198,7 +198,7 @@ def test_every_round_pays_for_exactly_n_labels_and_every_call_is_counted(project
 
 
 def test_the_trace_is_the_table_llome_makes_of_its_own_runs(project):
-    from llome.loop import run_trace  # the training stack: only this test needs it
+    from llome.rounds import run_trace  # the training stack: only this test needs it
 
     cfg, root, _, _ = project
     _, trace = _run(cfg, root)

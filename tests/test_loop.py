@@ -8,7 +8,8 @@ import pytest
 from toy_round import TOY_ROUND
 
 from llome.io import read_json, read_table
-from llome.loop import CountedOracle, OracleBudgetExceeded, margin_reward, round_dir, run_llome, run_trace
+from llome.loop import CountedOracle, OracleBudgetExceeded, margin_reward, run_llome
+from llome.rounds import round_dir, run_trace
 from llome.pairs import make_pairs
 
 

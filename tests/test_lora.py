@@ -295,7 +295,8 @@ def test_round_zero_trains_lora_on_the_model_it_builds(tmp_path):
 def test_every_llome_round_trains_lora_from_the_previous_rounds_merged_model(copy_model, tmp_path):
     from test_loop import _setup
 
-    from llome.loop import round_dir, run_llome
+    from llome.loop import run_llome
+    from llome.rounds import round_dir
 
     f, seed_table, round_zero, cfg = _setup(copy_model, tmp_path)  # two MargE rounds from the copy model
     lora = {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": None}

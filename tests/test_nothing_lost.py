@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from llome.io import read_json, read_table, write_json, write_table
-from llome.loop import round_dir, round_zero_inputs, run_llome
+from llome.loop import round_zero_inputs, run_llome
+from llome.rounds import round_dir
 from llome.provenance import (RECORD_FILE, STALE_MARK, TRAINING_RECORDS, CorruptResultError, ForeignDirectoryError,
                               check_readable, claim, read_record)
 from test_loop import ToyFunction, _setup, same

@@ -117,7 +117,7 @@ def test_regret_is_against_the_declared_optimum_and_nan_without_one():
 
 def test_run_trace_uses_the_objective_optimum(tmp_path):
     from llome.io import write_json, write_table
-    from llome.loop import round_dir, run_trace
+    from llome.rounds import round_dir, run_trace
 
     seed_table = pd.DataFrame({"sequence": [(0,) * 8, (1,) * 8], "score": [0.0, 3.0], "oracle_calls": [1, 2]})
     done = round_dir(tmp_path, 1)

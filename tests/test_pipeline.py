@@ -104,6 +104,7 @@ def test_smoke_pipeline_writes_every_figure_report_and_metric(smoke_run):
     ("llome/train.py", {"sft", "llome@sft", "llome@marge", "llome@dpo"}),
     ("llome/runtime.py", {"params", "sft", "llome@sft", "llome@marge", "llome@dpo", "prompted"}),
     ("llome/lambo.py", {"lambo2"}),
+    ("llome/rounds.py", {"llome@sft", "llome@marge", "llome@dpo", "lambo2", "prompted"}),
     ("lambo/runner.py", {"lambo2"}),
 ])
 def test_a_changed_module_names_exactly_the_stages_that_run_it(smoke_run, module, stages):

@@ -22,12 +22,12 @@ from llome.prompted import (
     choose_examples,
     format_score,
     list_tokens,
-    prompted_trace,
     read_reply,
     render_prompt,
     run_prompted,
 )
 from llome.prompted_settings import PromptedConfig, prompted_config
+from llome.rounds import best_so_far_trace
 from llome.schema import ConfigError
 from llome.stages.common import seed_data_path
 from llome.stages.prompted import prompted_method
@@ -250,7 +250,7 @@ def test_the_trace_follows_the_seed_data_with_every_paid_call(tiny):
     best = (0, 1, 2, 3, 0, 1, 2, 3)
     history, labels = run_prompted({**QUICK, "num_samples": 2, "num_to_label": 2}, function=Spy(), seed_table=table,
                                    seed=0, tokenizer=tokenizer, sampler=Scripted(["junk", listed(best)]))
-    trace = prompted_trace(table, 100, labels, optimum=6.0)
+    trace = best_so_far_trace(table, 100, [(t, m["oracle_calls"]) for t, m in zip(labels, history)], optimum=6.0)
     assert list(trace.columns) == ["oracle_calls", "best_value", "regret", "round"]
     assert trace["oracle_calls"].is_monotonic_increasing and trace["oracle_calls"].iloc[-1] == 101
     assert list(trace.loc[trace["round"] == 1, "oracle_calls"]) == [101]

@@ -15,6 +15,7 @@ from llome import lambo
 from llome.io import write_csv
 from llome.objective import optimum_of
 from llome.provenance import claim, file_digest, make_record, result_config, table_digest
+from llome.rounds import round_timing, run_trace
 from llome.stages.common import apply_numerics, load_function, read_seed_table, seed_dir
 
 METHOD = "lambo2"
@@ -52,9 +53,9 @@ def lambo2_method(cfg: dict, seed_data_dir: Path, out_dir: Path, progress: bool 
             claim(run_dir, make_record(result_config(cfg), code=[__name__], seed=seed, inputs=inputs))
             history = lambo.run_lambo(function, seed_table, settings, cfg["rounds"], seed, run_dir, runner=runner)
             rows.extend(flatten_round_metrics(metrics, seed) for metrics in history)
-            timings.extend({"seed": seed, "round": m["round"], **lambo.round_timing(run_dir, m["round"])}
+            timings.extend({"seed": seed, "round": m["round"], **round_timing(run_dir, m["round"])}
                            for m in history)
-            traces.append(lambo.lambo_trace(seed_table, cfg["seed_data_oracle_calls"], run_dir, cfg["rounds"],
+            traces.append(run_trace(seed_table, cfg["seed_data_oracle_calls"], run_dir, cfg["rounds"],
                                             optimum=optimum_of(function)).assign(seed=seed))
     rounds = pd.DataFrame(rows)
     trace = pd.concat(traces, ignore_index=True).assign(method=METHOD)

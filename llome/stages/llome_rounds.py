@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from llome.io import write_csv
-from llome.loop import round_timing, run_llome, run_trace
+from llome.loop import run_llome
 from llome.objective import optimum_of
+from llome.rounds import round_timing, run_trace
 from llome.stages.common import apply_numerics, load_function, read_seed_table, seed_dir
 
 TIMING_TABLE = "timing.csv"  # seconds per seed, round and step; .dvcignore keeps it out of the data's md5

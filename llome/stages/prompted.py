@@ -20,9 +20,10 @@ from llome import smollm2
 from llome.io import read_json, write_csv, write_json
 from llome.models import build_model, load_tokenizer, resolve_device
 from llome.objective import optimum_of
-from llome.prompted import ModelSampler, prompted_trace, run_prompted
+from llome.prompted import ModelSampler, run_prompted
 from llome.prompted_settings import PromptedConfig, prompted_config
 from llome.provenance import claim, file_digest, make_record, model_digest, result_config, table_digest
+from llome.rounds import best_so_far_trace
 from llome.schema import ConfigError
 from llome.stages.common import apply_numerics, load_function, read_seed_table, seed_dir
 
@@ -95,8 +96,9 @@ def prompted_method(cfg: dict, seed_data_dir: Path, out_dir: Path, model=None, t
                                        tokenizer=tokenizer, sampler=sampler, run_dir=run_dir,
                                        on_round=lambda metrics: bar.update())
         rows += [{"seed": seed, **metrics} for metrics in history]
-        traces.append(prompted_trace(seed_table, cfg["seed_data_oracle_calls"], labels,
-                                     optimum=optimum_of(function)).assign(seed=seed))
+        paid = [(table, metrics["oracle_calls"]) for table, metrics in zip(labels, history, strict=True)]
+        traces.append(best_so_far_trace(seed_table, cfg["seed_data_oracle_calls"], paid,
+                                        optimum=optimum_of(function)).assign(seed=seed))
         per_seed.append(seed_summary(seed, seed_table, history, labels))
     bar.close()
     rounds = pd.DataFrame(rows)
