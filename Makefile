@@ -57,8 +57,9 @@ smoke: $(STAMP) $(HOOK) $(LAMBO_STAMP) $(SMOLLM2)
 		tests/test_pretrained_pipeline.py
 
 # The claims study (study/dvc.yaml, its own lock): every (instance, method, seed) job of study/params.yaml, resumed where
-# it stopped, then study/tables/ and the claims' verdicts. `make repro` neither runs nor changes it.
-claims: $(STAMP) $(HOOK)
+# it stopped, then study/tables/ and the claims' verdicts. `make repro` neither runs nor changes it. Its lambo2 and
+# prompted methods need LaMBO-2's environment and SmolLM2, as the pipeline's stages of those names do.
+claims: $(STAMP) $(HOOK) $(LAMBO_STAMP) $(SMOLLM2)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro study/dvc.yaml
 
 # The smoke study end to end in a scratch copy of the project (your data/ and study/tables/ are untouched).

@@ -964,7 +964,7 @@ CLAIMS = (
         "where both ran; the headline numbers are those of the comparison that limits the verdict",
         f"Supported if the {CONFIDENCE:.0%} interval of (best f of LLOME-MargE - best f prompted) and that of "
         "(best f of LaMBO-2 - best f prompted) both lie above 0; contradicted if either lies below 0; else "
-        "inconclusive. Feasible fractions per instance are reported beside it (LaMBO-2 has none).",
+        "inconclusive. Feasible fractions of the paid proposals per instance are reported beside it (LaMBO-2's too).",
         f"trace.csv rows of prompted, llome_marge and lambo2 on the same instances, at least {MIN_PAIRED_SEEDS} "
         "paired seeds; rounds.csv rows of prompted for its feasibility",
         claim_generalists),

@@ -13,7 +13,8 @@ from llome.executor import Outcome
 from llome.io import write_csv, write_table
 from llome.provenance import STALE_MARK, make_record, write_record
 from llome.study import (CALIBRATION_COLUMNS, ROUND_METRICS, WAVES, _build_unless_done, difficulty_key, ga_dir,
-                         load_study, method_dir, plan, round_zero_root, seed_data_dir, timing_table, write_tables)
+                         lambo2_job, load_study, method_dir, plan, prompted_job, round_zero_root, seed_data_dir,
+                         timing_table, write_tables)
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_PARAMS = ROOT / "study" / "params.yaml"
@@ -56,13 +57,19 @@ def test_the_study_reports_ten_fresh_seeds_on_the_main_and_a_solvable_instance(f
     assert {0, 1, 2, 100, 101} <= tuning and not tuning & set(full.seeds)
     roles = {name: spec.role for name, spec in full.settings.instances.items()}
     assert roles == {MAIN: "main", SOLVABLE: "solvable"}
-    assert set(full.settings.instances[MAIN].methods) == {*LLOME_BASE, "llome_marge_6x128", "ga_paper", "ga_swept"}
+    assert set(full.settings.instances[MAIN].methods) == {*LLOME_BASE, "llome_marge_6x128", "ga_paper", "ga_swept",
+                                                          "lambo2", "prompted"}
+    assert set(full.settings.instances[SOLVABLE].methods) == {*LLOME_BASE, "ga_paper", "ga_swept", "lambo2"}
+    assert {name: spec.kind for name, spec in full.settings.methods.items() if spec.kind in ("lambo2", "prompted")} \
+        == {"lambo2": "lambo2", "prompted": "prompted"}
     assert full.base == load_profile(BASE_PARAMS, "default")  # the committed default's method, unchanged
 
 
 def test_the_smoke_study_is_the_smoke_profile_for_one_round_on_two_seeds(smoke):
     assert smoke.seeds == [10, 11] and smoke.base["profile"] == "smoke" and smoke.base["llome"]["rounds"] == 1
     assert smoke.settings.instances[SOLVABLE].methods == ["llome_marge", "ga_paper", "ga_swept"]
+    # LaMBO-2 and the prompted LLM cost minutes a seed even at smoke size (study/params.yaml): not in the smoke study
+    assert not {"lambo2", "prompted"} & set(smoke.settings.instances[MAIN].methods)
     assert not smoke.settings.for_claims
 
 
@@ -92,7 +99,7 @@ def test_claims_need_ten_seeds(tmp_path):
 
 def test_an_unknown_method_of_an_instance_is_named_by_its_key(tmp_path):
     path = edited(tmp_path, lambda p: p["studies"]["full"]["instances"][MAIN]["methods"].append("llome_ppo"))
-    assert f"studies.full.instances.{MAIN}.methods.6: unknown method 'llome_ppo'" in problems_of(path)
+    assert f"studies.full.instances.{MAIN}.methods.8: unknown method 'llome_ppo'" in problems_of(path)
 
 
 def test_a_bad_method_definition_is_named_by_its_key(tmp_path):
@@ -103,6 +110,30 @@ def test_a_bad_method_definition_is_named_by_its_key(tmp_path):
     message = problems_of(edited(tmp_path, edit))
     assert "studies.full.methods.llome_ppo.llome: input should be 'sft', 'marge' or 'dpo', got 'ppo'" in message
     assert "studies.full.methods.ga_both: " in message and "exactly one of `llome`" in message
+
+
+def test_lambo2_and_prompted_are_kinds_of_their_own_named_by_their_key(tmp_path):
+    def edit(params):
+        params["studies"]["full"]["methods"].update({
+            "both": {"lambo2": True, "ga": "paper"}, "off": {"prompted": False}, "word": {"lambo2": "yes"},
+            "with_round_zero": {"prompted": True, "round_zero": "base"}, "none": {}, "typo": {"lambo": True}})
+    message = problems_of(edited(tmp_path, edit))
+    assert "studies.full.methods.both: set exactly one of `llome`" in message and "(found `ga`, `lambo2`)" in message
+    assert "studies.full.methods.off: `prompted` is true or left out" in message
+    assert "studies.full.methods.word.lambo2: must be true or false, got 'yes'" in message
+    assert "studies.full.methods.with_round_zero: a `prompted` method has no round 0: drop `round_zero`" in message
+    assert "studies.full.methods.none: set exactly one of `llome`" in message
+    assert "studies.full.methods.typo.lambo: unknown key" in message
+
+
+def test_lambo2_must_pay_llomes_budget_and_prompted_at_most_it(tmp_path):
+    def edit(params):
+        params["studies"]["full"]["overrides"] = {"lambo2": {"rounds": 12}, "prompted": {"rounds": 300}}
+    message = problems_of(edited(tmp_path, edit))
+    assert "studies.full.methods.lambo2: LaMBO-2 would pay 16,000 oracle calls (lambo2.rounds=12) against LLOME's " \
+           "15,000" in message
+    assert "studies.full.methods.prompted: the prompted LLM may pay 17,200 oracle calls, over LLOME's budget of " \
+           "15,000" in message
 
 
 def test_an_unknown_round_zero_variant_is_named(tmp_path):
@@ -157,8 +188,9 @@ def test_jobs_come_in_three_waves_each_needing_only_earlier_ones(full, tmp_path)
     jobs = plan(full, tmp_path)
     assert [j.wave for j in jobs] == sorted(j.wave for j in jobs)
     counts = [len(_by(jobs, wave=w)) for w in range(len(WAVES))]
-    # seed data 2 x 10 and one GA job per instance; round 0: (2 variants on main + 1 on solvable) x 10; methods
-    assert counts == [2 * 10 + 2, 3 * 10, (4 + 3) * 10]
+    # seed data 2 x 10 and one GA job per instance; round 0: (2 variants on main + 1 on solvable) x 10, beside
+    # LaMBO-2 (both instances) and the prompted LLM (main) x 10, which need only the seed data; LLOME methods
+    assert counts == [2 * 10 + 2, 3 * 10 + (2 + 1) * 10, (4 + 3) * 10]
     made = {j.job.kwargs["out_dir"]: j.wave for j in jobs}
     for job in _by(jobs, wave=1):
         assert made[job.job.kwargs["seed_data_dir"]] == 0
@@ -202,11 +234,72 @@ def test_each_job_runs_the_config_the_params_stage_would_write(full, tmp_path):
     for method in LLOME_BASE:
         assert _by(jobs, instance=MAIN, name=method, seed=12)[0].job.kwargs["cfg"] == \
             {**pipeline[method], "seeds": [12]}
+    for stage in ("lambo2", "prompted"):
+        assert _by(jobs, instance=MAIN, name=stage, seed=12)[0].job.kwargs["cfg"] == {**pipeline[stage], "seeds": [12]}
+    assert _by(jobs, instance=SOLVABLE, name="lambo2", seed=12)[0].job.kwargs["cfg"] == \
+        {**pipeline["lambo2"], "function": SOLVABLE, "seeds": [12]}
     ga = _by(jobs, instance=MAIN, name="ga_baseline")[0].job.kwargs["cfg"]
     assert ga == {**pipeline["ga_baseline"], "seeds": full.seeds}
     assert ga["max_oracle_calls"] == llome_oracle_budget(full.base) == 15_000
     solvable_ga = _by(jobs, instance=SOLVABLE, name="ga_baseline")[0].job.kwargs["cfg"]
     assert solvable_ga == {**ga, "function": SOLVABLE}
+
+
+def test_lambo2_and_prompted_run_per_seed_on_that_seeds_seed_data_beside_the_others(full, tmp_path):
+    jobs = plan(full, tmp_path)
+    for instance, methods in ((MAIN, ("lambo2", "prompted")), (SOLVABLE, ("lambo2",))):
+        for method, job_function in (("lambo2", lambo2_job), ("prompted", prompted_job)):
+            runs = _by(jobs, instance=instance, name=method)
+            if method not in methods:
+                assert runs == []
+                continue
+            assert [j.seed for j in runs] == full.seeds and {j.wave for j in runs} == {1}
+            for run in runs:
+                assert run.job.fn is job_function and run.job.threads == full.base["numerics"]["threads"]
+                assert run.job.kwargs == {"cfg": run.job.kwargs["cfg"], "seed": run.seed,
+                                          "seed_data_dir": str(seed_data_dir(tmp_path, instance, run.seed)),
+                                          "out_dir": str(method_dir(tmp_path, instance, method, run.seed))}
+                assert run.job.kwargs["cfg"]["seeds"] == [run.seed]
+                assert run.job.kwargs["cfg"]["function"] == instance
+    # the same seed data as the LLOME methods of that seed, made in the wave before
+    marge = _by(jobs, instance=MAIN, name="llome_marge", seed=13)[0].job.kwargs["seed_data_dir"]
+    assert _by(jobs, instance=MAIN, name="prompted", seed=13)[0].job.kwargs["seed_data_dir"] == marge
+    assert _by(jobs, instance=MAIN, name="seed_data", seed=13)[0].job.kwargs["out_dir"] == marge
+    assert len({j.job.kwargs["out_dir"] for j in jobs if "out_dir" in j.job.kwargs and j.name != "ga_baseline"
+                and not j.name.startswith("round_zero/")}) == 20 + 20 + 10 + 70
+
+
+@pytest.mark.parametrize("stage, job_function, rounds_of", [
+    ("llome.stages.lambo2.lambo2_method", lambo2_job, lambda cfg: cfg["rounds"]),
+    ("llome.stages.prompted.prompted_method", prompted_job, lambda cfg: cfg["prompted"]["rounds"])])
+def test_a_baseline_job_counts_the_rounds_its_stage_function_computed(full, tmp_path, monkeypatch, stage,
+                                                                      job_function, rounds_of):
+    """The stage function resumes a seed round by round (a stand-in here, which does what it does on disk)."""
+    import importlib
+
+    module, name = stage.rsplit(".", 1)
+    calls = []
+
+    def resuming_stage(cfg, seed_data_dir, out_dir, progress=True):
+        calls.append((cfg, seed_data_dir, out_dir, progress))
+        run_dir = out_dir / f"seed_{cfg['seeds'][0]}"
+        for index in range(1, rounds_of(cfg) + 1):
+            metrics = run_dir / f"round_{index:02d}" / "metrics.json"
+            if not metrics.exists():
+                metrics.parent.mkdir(parents=True, exist_ok=True)
+                metrics.write_text("{}")
+
+    monkeypatch.setattr(importlib.import_module(module), name, resuming_stage)
+    job = _by(plan(full, tmp_path), instance=MAIN, name=job_function.__name__.removesuffix("_job"), seed=14)[0].job
+    rounds = rounds_of(job.kwargs["cfg"])
+    done = Path(job.kwargs["out_dir"]) / "seed_14" / "round_01" / "metrics.json"  # a run interrupted after round 1
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    assert job_function(**job.kwargs) == {"computed": True, "rounds_computed": rounds - 1}
+    assert job_function(**job.kwargs) == {"computed": False, "rounds_computed": 0}
+    cfg, seed_data, out, progress = calls[0]
+    assert cfg == job.kwargs["cfg"] and progress is False
+    assert (seed_data, out) == (Path(job.kwargs["seed_data_dir"]), Path(job.kwargs["out_dir"]))
 
 
 def test_the_easier_instance_ranks_first():
@@ -285,6 +378,11 @@ def _fake_outputs(study, data_dir: Path) -> None:
                                                  "regret": [np.inf, 0.75, 0.5], "seed": seed,
                                                  "method": f"ga_{kind.ga}"}))
                     continue
+                if kind.kind in ("lambo2", "prompted"):
+                    cfg = study.stages(instance)[kind.kind]
+                    write_baseline = _fake_lambo2 if kind.kind == "lambo2" else _fake_prompted
+                    write_baseline(cfg, method_dir(data_dir, instance, method, seed), seed, rng)
+                    continue
                 job_dir = method_dir(data_dir, instance, method, seed)
                 metrics = {"seed": seed, "round": list(range(1, rounds + 1)), "oracle_calls": 40,
                            "diagnostic_oracle_calls": 7, "generation.in_range": 0.9, "labelled.feasible": 0.5,
@@ -306,6 +404,84 @@ def _fake_outputs(study, data_dir: Path) -> None:
                                            "score": rng.random(60), "passed_filter": np.arange(60) < 24})
                     write_table(job_dir / f"seed_{seed}" / f"round_{index:02d}" / "calibration_sample.parquet", sample)
         write_csv(ga_dir(data_dir, instance) / "regret.csv", pd.concat(ga_rows, ignore_index=True))
+
+
+L, V = 32, 32  # both instances' sequence length and alphabet
+
+
+def _fake_seed_table(cfg: dict, rng) -> pd.DataFrame:
+    """Seed data as llome.stages.seed_data keeps it: first sightings, the call that paid for each, one infeasible."""
+    calls = cfg["seed_data_oracle_calls"]
+    paid = np.sort(rng.choice(np.arange(1, calls + 1), size=20, replace=False))
+    scores = np.round(rng.random(20) * 0.25, 3)
+    scores[0] = -np.inf
+    return pd.DataFrame({"sequence": [tuple(rng.integers(0, V, L)) for _ in paid], "score": scores,
+                         "oracle_calls": paid})
+
+
+def _fake_lambo2(cfg: dict, out_dir: Path, seed: int, rng) -> None:
+    """A LaMBO-2 job's files as llome.stages.lambo2 writes them, each round's labels and metrics made and read by
+    llome.lambo's own code: rounds.csv (flattened metrics) and regret.csv (llome.lambo.lambo_trace)."""
+    from llome.io import write_json
+    from llome.lambo import lambo_trace, round_dir
+    from llome.metrics import generation_metrics, labelled_metrics
+    from llome.stages.lambo2 import flatten_round_metrics
+
+    seed_table, n, run_dir = _fake_seed_table(cfg, rng), cfg["num_to_label"], out_dir / f"seed_{seed}"
+    rows = []
+    for index in range(1, cfg["rounds"] + 1):
+        parents = [seed_table["sequence"].iloc[i] for i in rng.integers(0, len(seed_table), n)]
+        proposals = [tuple(np.where(rng.random(L) < 0.25, rng.integers(0, V, L), parent)) for parent in parents]
+        scores = np.where(rng.random(n) < 0.4, np.round(rng.random(n) * 0.5, 3), -np.inf)
+        labelled = pd.DataFrame({"sequence": proposals, "parent": parents, "score": scores,
+                                 "parent_score": [dict(zip(seed_table["sequence"], seed_table["score"]))[p]
+                                                  for p in parents],
+                                 "distance": [np.mean(np.array(a) != np.array(b)) for a, b in zip(proposals, parents)],
+                                 "round": index, "oracle_calls_round": np.arange(1, n + 1)})
+        metrics = {"round": index, "oracle_calls": n, "diagnostic_oracle_calls": 0, "num_candidates": n,
+                   "labels_short": 0, "generation": generation_metrics(labelled.assign(status="valid", loglik=np.nan)),
+                   "labelled": labelled_metrics(labelled), "lambo": {"already_labelled": 0.0}}
+        write_table(round_dir(run_dir, index) / "labelled.parquet", labelled)
+        write_json(round_dir(run_dir, index) / "metrics.json", metrics)
+        rows.append(flatten_round_metrics(metrics, seed))
+    write_csv(out_dir / "rounds.csv", pd.DataFrame(rows))
+    trace = lambo_trace(seed_table, cfg["seed_data_oracle_calls"], run_dir, cfg["rounds"]).assign(seed=seed)
+    write_csv(out_dir / "regret.csv", trace.assign(method="lambo2"))
+
+
+def _fake_prompted(cfg: dict, out_dir: Path, seed: int, rng) -> None:
+    """A prompted job's files as llome.stages.prompted writes them: llome.prompted's round_metrics for rounds.csv
+    and its prompted_trace for regret.csv. Each round pays for fewer than n labels (few replies are new and valid)."""
+    from llome.prompted import prompted_trace, round_metrics
+    from llome.text import OUT_OF_RANGE, UNPARSABLE, VALID
+
+    seed_table, settings = _fake_seed_table(cfg, rng), cfg["prompted"]
+    rows, labels = [], []
+    for index in range(1, settings["rounds"] + 1):
+        draws = settings["num_samples"]
+        status = rng.choice([VALID, UNPARSABLE, OUT_OF_RANGE], size=draws, p=[0.5, 0.3, 0.2])
+        proposals = pd.DataFrame({"status": status, "tokens": 120, "new": status == VALID,
+                                  "sequence": [tuple(rng.integers(0, V, L)) if s == VALID else None for s in status]})
+        paid = proposals[proposals["new"]].head(settings["num_to_label"])
+        scores = np.where(rng.random(len(paid)) < 0.3, np.round(rng.random(len(paid)) * 0.5, 3), -np.inf)
+        labelled = pd.DataFrame({"sequence": paid["sequence"].to_list(), "score": scores,
+                                 "oracle_calls_round": np.arange(1, len(paid) + 1)})
+        examples = seed_table.head(settings["num_examples"])
+        rows.append({"seed": seed, **round_metrics(index, proposals, labelled, examples, len(paid),
+                                                   settings["num_to_label"], 0.5, 1200)})
+        labels.append(labelled)
+    write_csv(out_dir / "rounds.csv", pd.DataFrame(rows))
+    trace = prompted_trace(seed_table, cfg["seed_data_oracle_calls"], labels).assign(seed=seed)
+    write_csv(out_dir / "regret.csv", trace.assign(method="prompted"))
+
+
+def with_baselines(tmp_path) -> Path:
+    """The smoke study with the full study's LaMBO-2 (both instances) and prompted LLM (main instance)."""
+    def edit(params):
+        instances = params["studies"]["smoke"]["instances"]
+        instances[MAIN]["methods"] += ["lambo2", "prompted"]
+        instances[SOLVABLE]["methods"] += ["lambo2"]
+    return edited(tmp_path, edit)
 
 
 def test_tables_have_the_columns_the_claims_module_reads(smoke, tmp_path):
@@ -430,3 +606,83 @@ def test_tables_from_a_copy_of_the_settings_do_not_change_the_study(smoke):
     before = copy.deepcopy(smoke.base)
     smoke.profile(MAIN, "6x128")
     assert smoke.base == before
+
+
+def test_lambo2_and_prompted_are_in_the_tables_as_their_stages_wrote_them(tmp_path):
+    import llome.claims as claims
+    from llome.config import prompted_oracle_budget
+
+    study = load_study(with_baselines(tmp_path), BASE_PARAMS, "smoke")
+    data, tables_dir = tmp_path / "data", tmp_path / "tables"
+    _fake_outputs(study, data)
+    tables = write_tables(study, data, tables_dir)
+    baselines = {(MAIN, "lambo2"), (MAIN, "prompted"), (SOLVABLE, "lambo2")}
+    seed_calls = study.stages(MAIN)["lambo2"]["seed_data_oracle_calls"]
+
+    trace = tables["trace"]
+    assert baselines <= set(zip(trace["instance"], trace["method"]))
+    for instance, method in baselines:
+        for seed in study.seeds:
+            run = trace[(trace["instance"] == instance) & (trace["method"] == method) & (trace["seed"] == seed)]
+            written = pd.read_csv(method_dir(data, instance, method, seed) / "regret.csv")
+            # best f against paid calls, the seed data's first: the stage's own trace as the step function
+            assert run["oracle_calls"].iloc[0] == written["oracle_calls"].iloc[0] <= seed_calls
+            assert run["oracle_calls"].iloc[-1] == written["oracle_calls"].iloc[-1]
+            assert run["best_value"].iloc[-1] == written["best_value"].max()
+            assert run["best_value"].is_monotonic_increasing
+    lambo_end = trace[trace["method"] == "lambo2"].groupby(["instance", "seed"])["oracle_calls"].max()
+    assert set(lambo_end) == {llome_oracle_budget(study.base)}  # every label paid: the same budget as LLOME
+    prompted_end = trace[trace["method"] == "prompted"]["oracle_calls"].max()
+    assert seed_calls < prompted_end <= prompted_oracle_budget(study.base)
+
+    rounds = tables["rounds"]
+    lambo = rounds[rounds["method"] == "lambo2"]
+    assert set(zip(lambo["instance"], lambo["seed"], lambo["round"])) == \
+        {(i, s, 1) for i in (MAIN, SOLVABLE) for s in study.seeds}
+    assert lambo["valid_fraction"].isna().all()  # states, never text: valid by construction, not measured
+    assert (lambo["diagnostic_calls"] == 0).all() and (lambo["paid_calls"] == study.stages(MAIN)["lambo2"][
+        "num_to_label"]).all()
+    for column in ("feasible_fraction", "edit_distance", "unique_fraction", "mean_pairwise_distance", "best_score"):
+        assert lambo[column].notna().all(), column
+    assert lambo["edit_distance"].between(0.05, 0.5).all()  # about a quarter of the positions redrawn
+
+    prompted = rounds[rounds["method"] == "prompted"]
+    assert set(zip(prompted["instance"], prompted["seed"])) == {(MAIN, s) for s in study.seeds}
+    assert prompted["edit_distance"].isna().all() and prompted["mean_pairwise_distance"].isna().all()
+    assert (prompted["diagnostic_calls"] == 0).all()  # none drawn: 0, as the claims' integer column needs
+    for column in ("valid_fraction", "feasible_fraction", "unique_fraction"):
+        assert prompted[column].between(0, 1).all(), column
+    one = pd.read_csv(method_dir(data, MAIN, "prompted", 10) / "rounds.csv")
+    row = prompted[prompted["seed"] == 10].iloc[0]
+    assert (row["valid_fraction"], row["feasible_fraction"], row["paid_calls"]) == \
+        (one["generation.in_range"].iloc[0], one["labelled.feasible"].iloc[0], one["oracle_calls"].iloc[0])
+
+    calibration = tables["calibration"]
+    assert not set(calibration["method"]) & {"lambo2", "prompted"} and not calibration.empty
+
+    checked = claims.load_study(tables_dir)  # the claims' own reader accepts them
+    assert {"lambo2", "prompted"} <= set(checked.trace["method"]) and {"lambo2", "prompted"} <= set(
+        checked.rounds["method"])
+    outcomes = claims.run_outcomes(checked)
+    generalists = claims.claim_generalists(checked, outcomes)["comparisons"]
+    assert any(c["method"] == "lambo2" and c["against"] == "prompted" for c in generalists)
+
+
+def test_a_baseline_run_over_its_own_budget_stops_the_tables(tmp_path):
+    study = load_study(with_baselines(tmp_path), BASE_PARAMS, "smoke")
+    _fake_outputs(study, tmp_path / "data")
+    path = method_dir(tmp_path / "data", MAIN, "prompted", 11) / "regret.csv"
+    trace = pd.read_csv(path)
+    trace.loc[len(trace) - 1, "oracle_calls"] += 1000  # more than rounds x n after the seed data
+    write_csv(path, trace)
+    with pytest.raises(ValueError, match=f"{MAIN} prompted seed 11 spent .* over the budget of"):
+        write_tables(study, tmp_path / "data", tmp_path / "tables")
+
+
+def test_timing_has_a_row_per_baseline_job(tmp_path):
+    study = load_study(with_baselines(tmp_path), BASE_PARAMS, "smoke")
+    jobs = [j for j in plan(study, tmp_path) if j.name in ("lambo2", "prompted")]
+    table = timing_table([(j, Outcome(j.job, {"computed": True, "rounds_computed": 1}, 60.0)) for j in jobs], None)
+    assert set(zip(table["instance"], table["job"], table["seed"])) == \
+        {(i, m, s) for i, m in ((MAIN, "lambo2"), (MAIN, "prompted"), (SOLVABLE, "lambo2")) for s in (10, 11)}
+    assert set(table["rounds_computed"]) == {1}
