@@ -521,7 +521,7 @@ def llome_job(cfg: dict, seed_data_dir: str, round_zero_dir: str, out_dir: str, 
 
 
 def lambo2_job(cfg: dict, seed_data_dir: str, out_dir: str, seed: int) -> dict:
-    from llome.lambo import round_dir
+    from llome.rounds import round_dir
     from llome.stages.common import seed_dir
     from llome.stages.lambo2 import lambo2_method
 
@@ -532,7 +532,7 @@ def lambo2_job(cfg: dict, seed_data_dir: str, out_dir: str, seed: int) -> dict:
 
 
 def prompted_job(cfg: dict, seed_data_dir: str, out_dir: str, seed: int) -> dict:
-    from llome.prompted import round_dir
+    from llome.rounds import round_dir
     from llome.stages.common import seed_dir
     from llome.stages.prompted import prompted_method
 

@@ -421,9 +421,9 @@ def _fake_seed_table(cfg: dict, rng) -> pd.DataFrame:
 
 def _fake_lambo2(cfg: dict, out_dir: Path, seed: int, rng) -> None:
     """A LaMBO-2 job's files as llome.stages.lambo2 writes them, each round's labels and metrics made and read by
-    llome.lambo's own code: rounds.csv (flattened metrics) and regret.csv (llome.lambo.lambo_trace)."""
+    the pipeline's own code: rounds.csv (flattened metrics) and regret.csv (llome.rounds.run_trace)."""
     from llome.io import write_json
-    from llome.lambo import lambo_trace, round_dir
+    from llome.rounds import round_dir, run_trace
     from llome.metrics import generation_metrics, labelled_metrics
     from llome.stages.lambo2 import flatten_round_metrics
 
@@ -445,18 +445,19 @@ def _fake_lambo2(cfg: dict, out_dir: Path, seed: int, rng) -> None:
         write_json(round_dir(run_dir, index) / "metrics.json", metrics)
         rows.append(flatten_round_metrics(metrics, seed))
     write_csv(out_dir / "rounds.csv", pd.DataFrame(rows))
-    trace = lambo_trace(seed_table, cfg["seed_data_oracle_calls"], run_dir, cfg["rounds"]).assign(seed=seed)
+    trace = run_trace(seed_table, cfg["seed_data_oracle_calls"], run_dir, cfg["rounds"]).assign(seed=seed)
     write_csv(out_dir / "regret.csv", trace.assign(method="lambo2"))
 
 
 def _fake_prompted(cfg: dict, out_dir: Path, seed: int, rng) -> None:
     """A prompted job's files as llome.stages.prompted writes them: llome.prompted's round_metrics for rounds.csv
-    and its prompted_trace for regret.csv. Each round pays for fewer than n labels (few replies are new and valid)."""
-    from llome.prompted import prompted_trace, round_metrics
+    and llome.rounds.best_so_far_trace for regret.csv. Each round pays for fewer than n labels (few replies are new and valid)."""
+    from llome.prompted import round_metrics
+    from llome.rounds import best_so_far_trace
     from llome.text import OUT_OF_RANGE, UNPARSABLE, VALID
 
     seed_table, settings = _fake_seed_table(cfg, rng), cfg["prompted"]
-    rows, labels = [], []
+    rows, paid_rounds = [], []
     for index in range(1, settings["rounds"] + 1):
         draws = settings["num_samples"]
         status = rng.choice([VALID, UNPARSABLE, OUT_OF_RANGE], size=draws, p=[0.5, 0.3, 0.2])
@@ -469,9 +470,9 @@ def _fake_prompted(cfg: dict, out_dir: Path, seed: int, rng) -> None:
         examples = seed_table.head(settings["num_examples"])
         rows.append({"seed": seed, **round_metrics(index, proposals, labelled, examples, len(paid),
                                                    settings["num_to_label"], 0.5, 1200)})
-        labels.append(labelled)
+        paid_rounds.append((labelled, len(paid)))
     write_csv(out_dir / "rounds.csv", pd.DataFrame(rows))
-    trace = prompted_trace(seed_table, cfg["seed_data_oracle_calls"], labels).assign(seed=seed)
+    trace = best_so_far_trace(seed_table, cfg["seed_data_oracle_calls"], paid_rounds).assign(seed=seed)
     write_csv(out_dir / "regret.csv", trace.assign(method="prompted"))
 
 
