@@ -129,13 +129,18 @@ def regret_figure(bands: pd.DataFrame, per_seed: pd.DataFrame, function_name: st
         phase.step(rows["oracle_calls"], rows["median"], where="post", color=_color(method), lw=2.2,
                    ls=_linestyle(method), gid=f"median {method}", **markers)
 
-    finals = {method: rows.sort_values("oracle_calls")["median"].iloc[-1]
-              for method, rows in bands[bands["oracle_calls"] <= last_call].groupby("method")}
-    below = [m for m in legend_methods if finals.get(m, low) < low]
-    above = [m for m in legend_methods if finals.get(m, high) > high]
+    # Each method's last drawn median and where it is: a method whose runs all ended early ends before last_call.
+    finals = {}
+    for method, rows in bands[bands["oracle_calls"] <= last_call].groupby("method"):
+        drawn = rows.dropna(subset=["median"]).sort_values("oracle_calls")
+        if len(drawn):
+            finals[method] = (float(drawn["median"].iloc[-1]), int(drawn["oracle_calls"].iloc[-1]))
+    below = [m for m in legend_methods if m in finals and finals[m][0] < low]
+    above = [m for m in legend_methods if m in finals and finals[m][0] > high]
     for side, methods, arrow, y, step in (("below", below, "↓", 0.02, 0.07), ("above", above, "↑", 0.9, -0.07)):
         for row, method in enumerate(methods):
-            phase.annotate(f"{arrow} {_label(method)}: median {finals[method]:.2f} at {last_call:,} calls, {side} "
+            median, at_call = finals[method]
+            phase.annotate(f"{arrow} {_label(method)}: median {median:.2f} at {at_call:,} calls, {side} "
                            "this panel", (0.01, y + step * row), xycoords="axes fraction", fontsize=8,
                            gid=f"off-panel {method}",
                            bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85))

@@ -72,6 +72,17 @@ def test_the_llome_phase_regret_axis_fits_the_runs_from_the_seed_data_and_names_
     assert not [t for t in phase.texts if (t.get_gid() or "").startswith("off-panel ga_paper")]  # 0.9 is on it
 
 
+def test_a_method_whose_runs_ended_early_is_named_where_its_line_ends():
+    traces = pd.concat([_regret_traces(), pd.DataFrame(
+        [("prompted", seed, call, regret) for seed in (0, 1) for call, regret in ((1, 0.95), (100, 0.9), (110, 0.2))],
+        columns=["method", "seed", "oracle_calls", "regret"])])
+    per_seed = regret_on_grid(traces, np.arange(1, LAST_CALL + 1), runs=("method", "seed"))
+    per_seed.loc[(per_seed["method"] == "prompted") & (per_seed["oracle_calls"] > 120), "regret"] = np.nan
+    fig = regret_figure(regret_bands(per_seed), per_seed, "f", SEED_DATA_CALLS, LAST_CALL, ["llome_sft", "lambo2"])
+    names = [text.get_text() for text in fig.axes[1].texts if text.get_gid() == "off-panel prompted"]
+    assert names == ["↓ Prompted LLM: median 0.20 at 120 calls, below this panel"]
+
+
 def test_without_a_list_of_methods_from_the_seed_data_the_llome_phase_axis_fits_every_run():
     _, _, phase = _regret_figure(from_seed_data=None)
     low, high = phase.get_ylim()

@@ -4,7 +4,7 @@ import pytest
 
 from llome.metrics import regret_on_grid
 from llome.plots import regret_bands
-from llome.report import run_summary, write_html_report
+from llome.report import end_unsolved_runs, run_summary, write_html_report
 
 
 def _trace():
@@ -34,6 +34,18 @@ def test_regret_on_grid_is_a_step_function_held_after_the_run_ends():
     bands = regret_bands(on_grid)
     assert bands["high"].tolist() == [0.75, 0.75, 0.75, 0.5, 0.5, 0.5]  # seed 1 reaches 0.5 at call 20
     assert bands["low"].tolist() == seed0
+
+
+def test_a_run_is_drawn_up_to_its_last_call_unless_it_solved():
+    # Seed 0 solves at call 30 and holds regret 0 beyond; seed 1 stops unsolved at call 40, so it has no value past 40.
+    grid = np.array([10, 30, 40, 41, 100])
+    per_seed = end_unsolved_runs(regret_on_grid(_trace(), grid, runs=("method", "seed")), _trace())
+    assert per_seed[per_seed["seed"] == 0]["regret"].tolist() == [0.5, 0.0, 0.0, 0.0, 0.0]
+    assert per_seed[per_seed["seed"] == 1]["regret"].tolist()[:3] == [0.75, 0.5, 0.5]
+    assert per_seed[per_seed["seed"] == 1]["regret"].iloc[3:].isna().all()
+    # The band past call 40 is seed 0's alone, not a median with a run that never spent those calls.
+    bands = regret_bands(per_seed).set_index("oracle_calls")
+    assert bands.loc[100, "median"] == 0.0 and bands.loc[40, "median"] == pytest.approx(0.25)
 
 
 def test_html_report_inlines_every_figure(tmp_path):
