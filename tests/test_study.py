@@ -62,7 +62,10 @@ def test_the_study_reports_ten_fresh_seeds_on_the_main_and_a_solvable_instance(f
     assert set(full.settings.instances[SOLVABLE].methods) == {*LLOME_BASE, "ga_paper", "ga_swept"}
     assert {name: spec.kind for name, spec in full.settings.methods.items() if spec.kind in ("lambo2", "prompted")} \
         == {"lambo2": "lambo2", "prompted": "prompted"}
-    assert full.base == load_profile(BASE_PARAMS, "default")  # the committed default's method, unchanged
+    # The committed default's method, unchanged: only each job's thread count differs (two jobs share 2 cores).
+    default = load_profile(BASE_PARAMS, "default")
+    assert full.base == {**default, "numerics": {**default["numerics"], "threads": 1}} != default
+    assert full.executor.max_workers == 2
 
 
 def test_the_smoke_study_is_the_smoke_profile_for_one_round_on_two_seeds(smoke):
@@ -224,9 +227,16 @@ def test_every_llome_method_of_a_seed_starts_from_that_seeds_round_zero(full, tm
 
 
 def test_each_job_runs_the_config_the_params_stage_would_write(full, tmp_path):
-    """On the main instance, the default profile's own stage configs, for one seed (all seeds for the GA)."""
-    pipeline = stage_configs(load_profile(BASE_PARAMS, "default"))
+    """On the main instance, the default profile's own stage configs, for one seed (all seeds for the GA), on the
+    study's one thread a job."""
+    default = load_profile(BASE_PARAMS, "default")
+    pipeline = stage_configs({**default, "numerics": {**default["numerics"], "threads": 1}})
     jobs = plan(full, tmp_path)
+    assert {j.job.threads for j in jobs} == {1}
+    committed = stage_configs(default)["llome_marge"]
+    study_marge = _by(jobs, instance=MAIN, name="llome_marge", seed=12)[0].job.kwargs["cfg"]
+    assert {k: v for k, v in study_marge.items() if k not in ("numerics", "seeds")} == \
+        {k: v for k, v in committed.items() if k not in ("numerics", "seeds")}
     assert _by(jobs, instance=MAIN, name="seed_data", seed=12)[0].job.kwargs["cfg"] == \
         {**pipeline["seed_data"], "seeds": [12]}
     assert _by(jobs, instance=MAIN, name="round_zero/base", seed=12)[0].job.kwargs["cfg"] == \
