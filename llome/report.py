@@ -136,14 +136,20 @@ def collect(cfg: dict, data_dir: Path):
     return trace, rounds, labelled
 
 
-def end_unsolved_runs(per_seed: pd.DataFrame, trace: pd.DataFrame) -> pd.DataFrame:
+def end_unsolved_runs(per_seed: pd.DataFrame, trace: pd.DataFrame, whole_method: bool = False) -> pd.DataFrame:
     """`per_seed` (regret_on_grid of `trace`) with each run's regret NaN past its last paid call, unless the run
     reached the optimum there: a run that stopped early (the prompted LLM's smaller budget, a DPO run left with
-    nothing new to label) is not drawn as if it had spent the calls it never made, while a solved run holds 0."""
+    nothing new to label) is not drawn as if it had spent the calls it never made, while a solved run holds 0.
+
+    With `whole_method`, a method's runs end together, when its last one does: until then a run that stopped holds
+    its final regret, which is its best within any larger budget. That is what a median over seeds needs; without
+    it, the median past the first run's end would be that of the runs that kept finding something to label."""
     ends = (trace.sort_values("oracle_calls", kind="stable").groupby(["method", "seed"])
             .agg(last_call=("oracle_calls", "max"), final_regret=("regret", "last")).reset_index())
     joined = per_seed.merge(ends, on=["method", "seed"], how="left", validate="many_to_one")
     unspent = (joined["oracle_calls"] > joined["last_call"]) & ~(joined["final_regret"] <= 0)
+    if whole_method:
+        unspent = unspent.groupby([joined["method"], joined["oracle_calls"]]).transform("all")
     return per_seed.assign(regret=per_seed["regret"].where(~unspent.to_numpy()))
 
 
@@ -156,8 +162,9 @@ def build_report(cfg: dict, data_dir, figures_dir, plots_dir, summary_path, repo
     # LaMBO-2 may run more rounds than LLOME (the paper profile's 12 against 9): the axis shows all of it.
     widest = max([budget] + [int(cfg[m]["oracle_budget"]) for m in BASELINE_STAGES if m in cfg])
     grid = np.unique(np.linspace(1, widest, 400).astype(int))
-    per_seed = end_unsolved_runs(regret_on_grid(trace, grid, runs=("method", "seed")), trace)
-    bands = regret_bands(per_seed)
+    on_grid = regret_on_grid(trace, grid, runs=("method", "seed"))
+    per_seed = end_unsolved_runs(on_grid, trace)
+    bands = regret_bands(end_unsolved_runs(on_grid, trace, whole_method=True))
     write_csv(plots_dir / "regret.csv", bands)
     # The methods that start from the GA seed data: the LLOME phase's panel fits its regret axis to their runs.
     from_seed_data = [f"llome_{m}" for m in cfg["methods"]] + [m for m in BASELINE_STAGES if m in cfg]
@@ -222,7 +229,8 @@ CAPTIONS = {
                   "method off that axis is named at its edge with its final median. The GAs are dash-dotted: one dot "
                   "for the authors' settings, two for the best of a sweep. A run's line ends at its last paid call (the "
                   "prompted LLM's budget is smaller; a run may find nothing new to label), unless it reached the "
-                  "optimum there.",
+                  "optimum there; a median holds a run that ended at its final value, and ends with its method's "
+                  "last run.",
     "validity.png": "Per round: fractions of generations that parse, have the right length, stay in range, are feasible, "
                     "repeat their input, or improve on it; the median over seeds as a line, the min–max over seeds as "
                     "a band.",

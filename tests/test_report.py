@@ -43,9 +43,26 @@ def test_a_run_is_drawn_up_to_its_last_call_unless_it_solved():
     assert per_seed[per_seed["seed"] == 0]["regret"].tolist() == [0.5, 0.0, 0.0, 0.0, 0.0]
     assert per_seed[per_seed["seed"] == 1]["regret"].tolist()[:3] == [0.75, 0.5, 0.5]
     assert per_seed[per_seed["seed"] == 1]["regret"].iloc[3:].isna().all()
-    # The band past call 40 is seed 0's alone, not a median with a run that never spent those calls.
-    bands = regret_bands(per_seed).set_index("oracle_calls")
-    assert bands.loc[100, "median"] == 0.0 and bands.loc[40, "median"] == pytest.approx(0.25)
+    # The median holds seed 1 at its final 0.5 (its best within any budget past 40), as long as a run of the method
+    # still counts (seed 0, solved); taken over the runs still drawn, it would be seed 0's 0.0 alone.
+    whole = end_unsolved_runs(regret_on_grid(_trace(), grid, runs=("method", "seed")), _trace(), whole_method=True)
+    bands = regret_bands(whole).set_index("oracle_calls")
+    assert bands.loc[40, "median"] == pytest.approx(0.25) and bands.loc[100, "median"] == pytest.approx(0.25)
+    assert bands.loc[100, "high"] == pytest.approx(0.5)
+
+
+def test_a_median_ends_when_the_last_run_of_its_method_ends():
+    # Neither seed solves: seed 0 stops at call 10 with 0.5, seed 1 at call 40 with 0.25.
+    trace = pd.DataFrame({"seed": [0, 0, 1, 1], "oracle_calls": [1, 10, 1, 40],
+                          "best_value": [0.25, 0.5, 0.25, 0.75]}).assign(regret=lambda t: 1 - t["best_value"],
+                                                                        method="m")
+    grid = np.array([10, 20, 40, 41])
+    on_grid = regret_on_grid(trace, grid, runs=("method", "seed"))
+    whole = regret_bands(end_unsolved_runs(on_grid, trace, whole_method=True)).set_index("oracle_calls")["median"]
+    assert whole.loc[10] == pytest.approx(0.625) and whole.loc[20] == pytest.approx(0.625)  # (0.5 + 0.75) / 2
+    assert whole.loc[40] == pytest.approx(0.375) and np.isnan(whole.loc[41])                # (0.5 + 0.25) / 2
+    per_run = end_unsolved_runs(on_grid, trace)
+    assert per_run[per_run["seed"] == 0]["regret"].iloc[1:].isna().all()  # seed 0's own line ends at 10
 
 
 def test_html_report_inlines_every_figure(tmp_path):
