@@ -105,7 +105,7 @@ browser:
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || true
 
 # What CI runs.
-ci: browser test smoke lambo-test
+ci: browser test smoke lambo-test claims-smoke
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,7 +1,7 @@
 """The smoke study end to end in a scratch copy of the project (`make claims-smoke`): study/dvc.yaml's study stage,
 its tables, the pairing on disk, a rerun that reuses every job, and the same tables from serial and parallel runs.
 
-Marked `pipeline`: `make test` leaves it out. About 15 minutes on 2 cores (the smoke study runs twice).
+Marked `pipeline`: `make test` leaves it out. About 20 minutes on 2 cores (the smoke study runs twice; 20:24 measured), in `make ci`.
 """
 
 import json
@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scratch_project import copy_project, dvc_in, run_in
@@ -71,7 +72,14 @@ def test_the_smoke_study_writes_every_table(smoke_study):
     # Calibration is binned on each round's diagnostic sample from before the likelihood filter, the labels apart.
     calibration, post_filter = (pd.read_csv(tables / name) for name in ("calibration.csv", "calibration_post_filter.csv"))
     assert set(calibration["sample"]) == {"diagnostic_pre_filter"} and set(post_filter["sample"]) == {"labelled_post_filter"}
-    assert set(zip(calibration["instance"], calibration["method"], calibration["seed"])) == llome
+    # A cell has bins unless no candidate of its sample had both a likelihood and a reward (at smoke size that
+    # happens: the solvable instance's MargE on seed 11 proposed no valid sequence, 0 of 80, in its one round).
+    binned = set(zip(calibration["instance"], calibration["method"], calibration["seed"]))
+    assert binned <= llome and len(binned) >= len(llome) // 2
+    for instance, method, seed in llome - binned:
+        sample = pd.read_parquet(workdir / "data" / "study" / instance / method / f"seed_{seed}" / f"seed_{seed}"
+                                 / "round_01" / "calibration_sample.parquet")
+        assert not (np.isfinite(sample["loglik"]) & sample["reward"].notna()).any(), (instance, method, seed)
     timing = pd.read_csv(tables / "timing.csv")
     assert len(timing) == 6 + 6 + 10 and (timing["seconds"] > 0).all()
 
