@@ -1,7 +1,8 @@
 """The smoke study end to end in a scratch copy of the project (`make claims-smoke`): study/dvc.yaml's study stage,
 its tables, the pairing on disk, a rerun that reuses every job, and the same tables from serial and parallel runs.
 
-Marked `pipeline`: `make test` leaves it out. About 20 minutes on 2 cores (the smoke study runs twice; 20:24 measured), in `make ci`.
+Marked `pipeline`: `make test` leaves it out; `make ci` runs it. About 20 minutes on 2 cores (the smoke study runs
+twice; 20:24 measured).
 """
 
 import json
