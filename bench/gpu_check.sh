@@ -70,7 +70,8 @@ import torch
 
 from bench.machine import describe_machine
 from llome.config import check_profile, load_profile, stage_configs
-from llome.loop import round_timing, run_llome
+from llome.loop import run_llome
+from llome.rounds import round_timing
 from llome.stages.common import load_function, read_seed_table, seed_dir
 from llome.stages.round_zero import round_zero
 from llome.stages.seed_data import seed_data
