@@ -2,7 +2,9 @@
 
     python -m llome.study run      # run what is not done yet, then write study/tables/ (study/dvc.yaml's stage)
     python -m llome.study jobs     # the job list, wave by wave; nothing runs
-    python -m llome.study tables   # rewrite the tables from the finished jobs
+    python -m llome.study tables   # rewrite the tables from the stored runs (study/runs/)
+    python -m llome.study status   # how far it has got, from its files; nothing runs
+    python -m llome.study store    # keep the runs that have finished in data/study/ in study/runs/
 
 A study starts from a profile of params.yaml, with its own overrides, and builds each job's config the way the
 `params` stage builds data/params/<stage>.json (llome.config.stage_configs), for one seed and one instance. Each
@@ -13,9 +15,9 @@ job then calls the pipeline's own stage function on it, so a study run is the co
 | 1 | seed data, per seed | llome.stages.seed_data | seed_data/seed_<s>/ |
 | 1 | both GA baselines, all seeds | llome.stages.ga_baseline | ga_baseline/ |
 | 2 | round 0, per round-0 variant and seed | llome.stages.round_zero | round_zero/<variant>/seed_<s>/ |
-| 2 | LaMBO-2, per seed | llome.stages.lambo2 | <method>/seed_<s>/ (its run in seed_<s>/seed_<s>/) |
-| 2 | the prompted LLM, per seed | llome.stages.prompted | <method>/seed_<s>/ (its run in seed_<s>/seed_<s>/) |
 | 3 | an LLOME method, per seed | llome.stages.llome_rounds | <method>/seed_<s>/ (its run in seed_<s>/seed_<s>/) |
+| 4 | LaMBO-2, per seed | llome.stages.lambo2 | <method>/seed_<s>/ (its run in seed_<s>/seed_<s>/) |
+| 4 | the prompted LLM, per seed | llome.stages.prompted | <method>/seed_<s>/ (its run in seed_<s>/seed_<s>/) |
 
 Pairing: every method of a seed reads that seed's seed data, and an LLOME method the round 0 of its variant for that
 seed (the capacity variant trains its own). Resumption is the library's: a result is reused only when its provenance
@@ -26,6 +28,10 @@ done. A round-0 result is reused by llome.round_zero, and LLOME, LaMBO-2 and pro
 (llome.loop, llome.lambo, llome.prompted). LaMBO-2 runs in its own environment (`make lambo-env`, llome.lambo), the
 prompted LLM needs its model (`make smollm2`).
 
+Each finished run is also kept in study/runs/ (committed with git) as its rows of the tables and the recipe that made
+it ("the committed runs", below): a run stored with a matching recipe is not run again, so a study goes on from a
+fresh clone, and the tables are written from the stored runs.
+
 The tables (`write_tables`) are small text, one row per instance, method, seed and (round | bin | call):
 instances.csv, trace.csv, rounds.csv, calibration.csv (each round's diagnostic sample from before the likelihood
 filter), calibration_post_filter.csv (the same bins of the labelled candidates, which passed it; llome.claims does
@@ -35,6 +41,7 @@ not read it), seeds.json and timing.csv (wall seconds, kept out of every hash by
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import re
 from dataclasses import dataclass
@@ -48,7 +55,7 @@ from pydantic import Field, StrictBool, ValidationError, model_validator
 from llome.config import _sets, check_profile, deep_merge, lambo2_oracle_budget, lambo2_rounds, llome_oracle_budget, \
     load_params, load_profile, prompted_oracle_budget, seed_data_oracle_calls, stage_configs
 from llome.executor import ExecutorSettings, Job, Outcome, run_jobs
-from llome.io import write_csv, write_json
+from llome.io import read_json, write_csv, write_json
 from llome.schema import ConfigError, PositiveInt, Section, Seeds, message_of, path_of
 
 STUDY_PARAMS = "study/params.yaml"
@@ -56,7 +63,10 @@ BASE_STUDY = "full"  # the other studies of study/params.yaml are overrides of t
 MIN_CLAIM_SEEDS = 10  # reported seeds per compared cell for tables that back verdicts
 ROLES = ("main", "solvable", "extra")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # method and variant names become folder names
-WAVES = ("seed data and GA", "round 0, LaMBO-2 and prompted", "LLOME rounds")
+# LaMBO-2 and the prompted LLM need only the seed data, but run last: a study run over several sittings checks every
+# finished job of the waves it reaches again, and checking theirs costs minutes (LaMBO-2 probes its environment, the
+# prompted stage loads its model), so placing them last checks them only in the sittings that reach them.
+WAVES = ("seed data and GA", "round 0", "LLOME rounds", "LaMBO-2 and prompted")
 BASELINE_STAGES = ("lambo2", "prompted")  # method kinds that run the pipeline stage of that name on the seed data
 
 # rounds.csv column -> the round metric llome.loop records (flattened as llome.stages.llome_rounds writes rounds.csv).
@@ -396,11 +406,17 @@ def ga_dir(data_dir: Path, instance: str) -> Path:
     return Path(data_dir) / instance / "ga_baseline"
 
 
-def plan(study: Study, data_dir: str | Path) -> list[StudyJob]:
-    """Every job of the study, wave by wave."""
+def plan(study: Study, data_dir: str | Path, store: str | Path | None = None) -> list[StudyJob]:
+    """Every job of the study, wave by wave; with a `store`, only those that runs not stored there need."""
     data_dir = Path(data_dir)
     threads = study.base["numerics"]["threads"]
     jobs: list[StudyJob] = []
+    to_do = {run for run in _runs(study, MethodSettings.KINDS)
+             if store is None or not is_stored(study, store, *run)}
+
+    def needed(instance, seed=None, kinds=MethodSettings.KINDS, variant=None):
+        return any(i == instance and (seed is None or s == seed) and study.settings.methods[m].kind in kinds
+                   and (variant is None or study.settings.methods[m].round_zero == variant) for i, m, s in to_do)
 
     def add(wave, instance, name, of_seed, fn, **kwargs):
         label = f"{instance} {name}" + (f" seed {of_seed}" if of_seed is not None else "")
@@ -408,15 +424,15 @@ def plan(study: Study, data_dir: str | Path) -> list[StudyJob]:
 
     for instance, spec in study.settings.instances.items():
         base_stages = study.stages(instance)
-        for seed in study.seeds:
+        for seed in [s for s in study.seeds if needed(instance, s, ("llome", *BASELINE_STAGES))]:
             add(0, instance, "seed_data", seed, seed_data_job, cfg={**base_stages["seed_data"], "seeds": [seed]},
                 out_dir=str(seed_data_dir(data_dir, instance, seed)))
-        if any(study.settings.methods[m].ga for m in spec.methods):
+        if needed(instance, kinds=("ga",)):
             add(0, instance, "ga_baseline", None, ga_job, cfg=base_stages["ga_baseline"],
                 out_dir=str(ga_dir(data_dir, instance)))
         for variant in study.variants(instance):
             sft = study.stages(instance, variant)["sft"]
-            for seed in study.seeds:
+            for seed in [s for s in study.seeds if needed(instance, s, ("llome",), variant)]:
                 add(1, instance, f"round_zero/{variant}", seed, round_zero_job, cfg={**sft, "seeds": [seed]},
                     seed_data_dir=str(seed_data_dir(data_dir, instance, seed)),
                     out_dir=str(round_zero_root(data_dir, instance, variant)), seed=seed)
@@ -425,8 +441,8 @@ def plan(study: Study, data_dir: str | Path) -> list[StudyJob]:
             if kind not in BASELINE_STAGES:
                 continue
             job = lambo2_job if kind == "lambo2" else prompted_job
-            for seed in study.seeds:  # the params stage's config for this profile and instance, one seed
-                add(1, instance, method, seed, job, cfg={**base_stages[kind], "seeds": [seed]},
+            for seed in [s for s in study.seeds if (instance, method, s) in to_do]:  # the params stage's config for this profile and instance, one seed
+                add(3, instance, method, seed, job, cfg={**base_stages[kind], "seeds": [seed]},
                     seed_data_dir=str(seed_data_dir(data_dir, instance, seed)),
                     out_dir=str(method_dir(data_dir, instance, method, seed)), seed=seed)
         for method in spec.methods:
@@ -434,7 +450,7 @@ def plan(study: Study, data_dir: str | Path) -> list[StudyJob]:
             if method_spec.llome is None:
                 continue
             stage = study.stages(instance, method_spec.round_zero)[f"llome_{method_spec.llome}"]
-            for seed in study.seeds:
+            for seed in [s for s in study.seeds if (instance, method, s) in to_do]:
                 add(2, instance, method, seed, llome_job, cfg={**stage, "seeds": [seed]},
                     seed_data_dir=str(seed_data_dir(data_dir, instance, seed)),
                     round_zero_dir=str(round_zero_root(data_dir, instance, method_spec.round_zero)),
@@ -542,16 +558,58 @@ def prompted_job(cfg: dict, seed_data_dir: str, out_dir: str, seed: int) -> dict
         lambda: prompted_method(cfg, Path(seed_data_dir), Path(out_dir), progress=False))
 
 
-def run_study(study: Study, data_dir: str | Path, tables_dir: str | Path, progress: bool = True) -> list[Outcome]:
-    """Every wave through the study's executor, then the tables. A failed job stops the study after its wave."""
-    jobs = plan(study, data_dir)
+def run_study(study: Study, data_dir: str | Path, tables_dir: str | Path, store: str | Path | None = None,
+              progress: bool = True) -> list[Outcome]:
+    """Every wave through the study's executor, then the tables. A failed job stops the study after its wave.
+
+    With a `store`, runs stored there are not run again, each finished run is stored after its wave, and the tables
+    are written from the store."""
+    jobs = plan(study, data_dir, store)
     outcomes = []
     for wave, name in enumerate(WAVES):
         batch = [j for j in jobs if j.wave == wave]
-        done = run_jobs([j.job for j in batch], study.executor, desc=f"{study.name}: {name}", progress=progress)
+        try:
+            done = run_jobs([j.job for j in batch], study.executor, desc=f"{study.name}: {name}", progress=progress)
+        finally:
+            if store is not None:  # what finished is kept, even when another job of the wave failed
+                store_finished(study, data_dir, store, _run_timings(study, batch))
         outcomes += list(zip(batch, done))
-    write_tables(study, data_dir, tables_dir, timing=outcomes)
+        if wave < len(WAVES) - 1:
+            write_timing(tables_dir, outcomes, final=False)
+    # With a store, the jobs of stored runs are not in `outcomes`: their rows, from the sittings that ran them, stay.
+    write_tables(study, data_dir, tables_dir, timing=outcomes, store=store, keep_timing=store is not None)
     return [outcome for _, outcome in outcomes]
+
+
+def _run_timings(study: Study, batch: list[StudyJob]) -> dict[tuple[str, str, int], dict]:
+    """The seconds each run's job records (recorded_seconds), by run, for the store's timing.json."""
+    timings = {}
+    for job in batch:
+        if job.name in study.settings.methods and job.seed is not None:
+            timings[(job.instance, job.name, job.seed)] = {"recorded_seconds": recorded_seconds(job)}
+    return timings
+
+
+def restrict(study: Study, only: list[str]) -> Study:
+    """The part of `study` that `only` names, each entry a method (on every instance that has it) or
+    `instance:method`. Its jobs are the whole study's jobs for those runs (same configs, same folders), so a study
+    run in parts computes what it would have in one go."""
+    instances = study.settings.instances
+    chosen: dict[str, list[str]] = {}
+    for entry in only:
+        instance, _, method = entry.rpartition(":")
+        if instance and instance not in instances:
+            raise ConfigError(f"--only {entry}: {instance!r} is not an instance of study {study.name} "
+                              f"({', '.join(instances)})")
+        named = [instance] if instance else [name for name, spec in instances.items() if method in spec.methods]
+        if not named or method not in instances[named[0]].methods:
+            raise ConfigError(f"--only {entry}: {method!r} is not a method of study {study.name}"
+                              + (f" on {instance}" if instance else ""))
+        for name in named:
+            chosen.setdefault(name, []).append(method)
+    kept = {name: spec.model_copy(update={"methods": [m for m in spec.methods if m in chosen[name]]})
+            for name, spec in instances.items() if name in chosen}
+    return Study(study.name, study.settings.model_copy(update={"instances": kept}), study.executor, study.base)
 
 
 # --- the tables -------------------------------------------------------------------------------------------------
@@ -730,36 +788,168 @@ def seeds_record(study: Study) -> dict:
             "tuning": {purpose: list(seeds) for purpose, seeds in study.settings.seeds.tuning.items()}}
 
 
-TIMING_COLUMNS = ["instance", "job", "seed", "seconds", "rounds_computed"]
+TIMING_COLUMNS = ["instance", "job", "seed", "computed", "seconds", "rounds_computed", "recorded_seconds"]
+# The timing file's steps that add up to one round of a job, None for all of them: a LaMBO-2 round's `runner`
+# already holds its `training` and `optimisation`.
+ROUND_STEPS = {"llome_job": None, "lambo2_job": ("runner", "labelling"), "prompted_job": ("round",)}
 
 
-def timing_table(outcomes: list[tuple[StudyJob, Outcome]], previous: pd.DataFrame | None) -> pd.DataFrame:
-    """Wall seconds per job. A job that only reused its results keeps the seconds an earlier run recorded for it,
-    so a rerun does not overwrite the cost of the study with the cost of checking it."""
+def _job_rounds(job: StudyJob) -> tuple[Path, int, list[int]]:
+    """A job that works in rounds (ROUND_STEPS): its run folder, its number of rounds and the indices of those that
+    have finished (their metrics are written)."""
+    from llome.rounds import round_dir
+    from llome.stages.common import seed_dir
+
+    kwargs, kind = job.job.kwargs, job.job.fn.__name__
+    run_dir = seed_dir(Path(kwargs["out_dir"]), kwargs["seed"])
+    rounds = kwargs["cfg"]["prompted"]["rounds"] if kind == "prompted_job" else kwargs["cfg"]["rounds"]
+    return run_dir, rounds, [i for i in range(1, rounds + 1) if (round_dir(run_dir, i) / "metrics.json").exists()]
+
+
+def recorded_seconds(job: StudyJob) -> float:
+    """The seconds of work a finished job's own files record: the sum over its finished rounds of their timing
+    files (llome.rounds.round_timing), or a round-0 model's training, its held-out evaluations included (not the
+    checkpoint choice's decoding). Unlike the executor's wall seconds, which count only the sitting that finished
+    the job, these are the same however many sittings the job took. NaN for seed data and the GAs, which record
+    none (each is built in one go, so its wall seconds are its cost), when no round has finished, and when a
+    finished round's timing file is missing."""
+    from llome.rounds import round_timing
+    from llome.stages.common import seed_dir
+
+    kwargs, kind = job.job.kwargs, job.job.fn.__name__
+    if kind == "round_zero_job":
+        path = seed_dir(Path(kwargs["out_dir"]), kwargs["seed"]) / "model" / "timing.json"
+        return float(read_json(path)["train_seconds"]) if path.exists() else float("nan")
+    if kind not in ROUND_STEPS:
+        return float("nan")
+    run_dir, _, finished = _job_rounds(job)  # a round not run (a run that stopped early, a failed job) adds nothing
+    total = 0.0
+    for index in finished:
+        seconds = round_timing(run_dir, index)
+        steps = ROUND_STEPS[kind] or list(seconds)
+        if not seconds or any(step not in seconds for step in steps):
+            return float("nan")
+        total += sum(float(seconds[step]) for step in steps)
+    return round(total, 3) if finished else float("nan")
+
+
+def timing_table(outcomes: list[tuple[StudyJob, Outcome]], previous: pd.DataFrame | None,
+                 keep_others: bool = False) -> pd.DataFrame:
+    """Seconds per job: `seconds`, the executor's wall seconds of the last sitting that computed something for
+    the job (a job that only reused its results keeps the row an earlier run recorded for it, so a rerun does not
+    overwrite the cost of the study with the cost of checking it; without such a row, `computed` is false and the
+    seconds are those of the check); and `recorded_seconds`, the work its files record (recorded_seconds), which a
+    job resumed over several sittings needs. `keep_others` keeps the previous rows of jobs not in `outcomes` (a
+    study that has run only some of its waves)."""
     known = {}
     if previous is not None:
         for row in previous.to_dict("records"):
             seed = None if pd.isna(row["seed"]) else int(row["seed"])
-            known[(row["instance"], row["job"], seed)] = row
-    rows = []
+            known[(row["instance"], row["job"], seed)] = {column: row.get(column) for column in TIMING_COLUMNS}
+    rows, seen = [], set()
     for job, outcome in outcomes:
         key = (job.instance, job.name, job.seed)
+        seen.add(key)
         value = outcome.value or {}
-        if not value.get("computed", True) and key in known:
-            rows.append(known[key])
+        computed = bool(value.get("computed", True))
+        if not computed and key in known:
+            row = dict(known[key])
         else:
-            rows.append({"instance": job.instance, "job": job.name, "seed": job.seed,
-                         "seconds": round(outcome.seconds, 3), "rounds_computed": value.get("rounds_computed")})
-    return pd.DataFrame(rows, columns=TIMING_COLUMNS).astype({"seed": "Int64", "rounds_computed": "Int64"})
+            row = {"instance": job.instance, "job": job.name, "seed": job.seed, "computed": computed,
+                   "seconds": round(outcome.seconds, 3), "rounds_computed": value.get("rounds_computed")}
+        rows.append({**row, "recorded_seconds": recorded_seconds(job) if outcome.error is None else float("nan")})
+    if keep_others:
+        rows += [row for key, row in known.items() if key not in seen]
+    table = pd.DataFrame(rows, columns=TIMING_COLUMNS)
+    table["computed"] = table["computed"].fillna(True).astype(bool)  # a row of a file written before the column
+    return table.astype({"seed": "Int64", "rounds_computed": "Int64"})
+
+
+def write_timing(tables_dir: str | Path, outcomes: list[tuple[StudyJob, Outcome]], final: bool = True) -> pd.DataFrame:
+    """timing.csv from the jobs run so far, merged with the file an earlier run wrote (timing_table). Written
+    after every wave, so that a study stopped in a later wave keeps the seconds of the waves it finished."""
+    path = Path(tables_dir) / "timing.csv"
+    table = timing_table(outcomes, pd.read_csv(path) if path.exists() else None, keep_others=not final)
+    write_csv(path, table)
+    return table
+
+
+def job_units(job: StudyJob) -> tuple[int, int]:
+    """(finished, total) units of work of a job, read from its files: rounds for a method that works in rounds,
+    else the job itself (seed data, the GAs and round 0 are finished once their folder is in place)."""
+    from llome.provenance import RECORD_FILE
+    from llome.stages.common import seed_dir
+
+    kwargs, kind = job.job.kwargs, job.job.fn.__name__
+    if kind in ROUND_STEPS:
+        _, rounds, finished = _job_rounds(job)
+        return len(finished), rounds
+    out_dir = Path(kwargs["out_dir"])
+    if kind == "round_zero_job":
+        out_dir = seed_dir(out_dir, kwargs["seed"])
+    return int((out_dir / RECORD_FILE).exists()), 1
+
+
+STATUS_COLUMNS = ["wave", "instance", "job", "jobs", "jobs_finished", "units", "units_finished", "recorded_hours",
+                  "remaining_hours"]
+
+
+def status_table(study: Study, data_dir: str | Path, store: str | Path | None = None) -> pd.DataFrame:
+    """How far the study has got, from its files alone, per wave, instance and job name: finished jobs and units
+    (llome.study.job_units), the hours their timing files record, and a guess at the hours left (one job at a
+    time): the mean recorded seconds of a finished unit of the same name times the units left, empty where no unit
+    has finished yet. The seconds are each job's own, measured however many jobs ran beside it, so `max_workers`
+    jobs at once take about the sum over `max_workers` of wall time. A unit counts as finished when its files are in
+    place, whatever their provenance: the study run itself still decides what it reuses. With a `store`, a stored run
+    counts as finished with the seconds it stored, and jobs that only stored runs needed are left out."""
+    rows = {}
+    needed = {(j.instance, j.name, j.seed) for j in plan(study, data_dir, store)} if store is not None else None
+    for job in plan(study, data_dir):
+        if needed is not None and (job.instance, job.name, job.seed) not in needed:
+            if job.name not in study.settings.methods or job.seed is None:
+                continue  # seed data, a GA or a round 0 that no run still to do needs
+            total = job_units(job)[1]
+            done = total  # a stored run is finished
+            timing = run_folder(store, job.instance, job.name, job.seed) / "timing.json"
+            seconds = read_json(timing).get("recorded_seconds") if timing.exists() else None
+            seconds = float("nan") if seconds is None else float(seconds)
+        else:
+            done, total = job_units(job)
+            seconds = recorded_seconds(job) if done else float("nan")
+        row = rows.setdefault((job.wave, job.instance, job.name), {"jobs": 0, "jobs_finished": 0, "units": 0,
+                                                                    "units_finished": 0, "seconds": 0.0,
+                                                                    "timed_units": 0})
+        row["jobs"] += 1
+        row["jobs_finished"] += int(done == total)
+        row["units"] += total
+        row["units_finished"] += done
+        if not np.isnan(seconds):
+            row["seconds"] += seconds
+            row["timed_units"] += done
+    records = []
+    for (wave, instance, name), row in rows.items():
+        left = row["units"] - row["units_finished"]
+        per_unit = row["seconds"] / row["timed_units"] if row["timed_units"] else (0.0 if not left else float("nan"))
+        records.append({"wave": wave + 1, "instance": instance, "job": name, "jobs": row["jobs"],
+                        "jobs_finished": row["jobs_finished"], "units": row["units"],
+                        "units_finished": row["units_finished"], "recorded_hours": round(row["seconds"] / 3600, 2),
+                        "remaining_hours": round(per_unit * left / 3600, 2)})
+    return pd.DataFrame(records, columns=STATUS_COLUMNS)
 
 
 def write_tables(study: Study, data_dir: str | Path, tables_dir: str | Path,
-                 timing: list[tuple[StudyJob, Outcome]] | None = None) -> dict[str, pd.DataFrame]:
-    """The study's tables from its finished jobs, each file written atomically."""
+                 timing: list[tuple[StudyJob, Outcome]] | None = None,
+                 store: str | Path | None = None, keep_timing: bool = False) -> dict[str, pd.DataFrame]:
+    """The study's tables from its finished jobs, or from its stored runs (runs_table), each file written
+    atomically."""
     data_dir, tables_dir = Path(data_dir), Path(tables_dir)
-    tables = {"instances": instances_table(study), "trace": trace_table(study, data_dir),
-              "rounds": rounds_table(study, data_dir), "calibration": calibration_table(study, data_dir),
-              "calibration_post_filter": calibration_table(study, data_dir, POST_FILTER_SAMPLE)}
+    if store is None:
+        per_run = {"trace": trace_table(study, data_dir), "rounds": rounds_table(study, data_dir),
+                   "calibration": calibration_table(study, data_dir),
+                   "calibration_post_filter": calibration_table(study, data_dir, POST_FILTER_SAMPLE)}
+    else:
+        per_run = runs_table(study, store)
+    tables = {"instances": instances_table(study), **per_run}
     runs = ["instance", "method", "seed"]
     sort = {"instances": ["instance"], "trace": [*runs, "oracle_calls"], "rounds": [*runs, "round"],
             "calibration": [*runs, "round", "bin"], "calibration_post_filter": [*runs, "round", "bin"]}
@@ -769,10 +959,219 @@ def write_tables(study: Study, data_dir: str | Path, tables_dir: str | Path,
         write_csv(tables_dir / f"{name}.csv", table)
     write_json(tables_dir / "seeds.json", seeds_record(study))
     if timing is not None:
-        path = tables_dir / "timing.csv"
-        tables["timing"] = timing_table(timing, pd.read_csv(path) if path.exists() else None)
-        write_csv(path, tables["timing"])
+        tables["timing"] = write_timing(tables_dir, timing, final=not keep_timing)
     return tables
+
+
+# --- the committed runs ---------------------------------------------------------------------------------------
+#
+# A finished run (instance, method, seed) is kept in study/runs/ as its rows of the tables plus the recipe that made
+# it. Those few kilobytes are committed with git, so a study goes on from where it stopped on any machine, data/study
+# or not: a run whose stored recipe matches is not run again, and the jobs before it (seed data, round 0) run only for
+# runs still to do. This leans on the pinned numerics: the same recipe gives the same bits on every machine, so a
+# seed's round 0 retrained in a later sitting is the one its stored runs were made from, which `runs_table` checks
+# (every run of a seed read the same seed data, every LLOME run of a variant the same round 0).
+
+STORE_FORMAT = 1
+RUN_TABLES = ("trace", "rounds", "calibration", "calibration_post_filter")
+STAGE_MODULES = {"seed_data": "llome.stages.seed_data", "round_zero": "llome.stages.round_zero",
+                 "llome": "llome.stages.llome_rounds", "ga": "llome.stages.ga_baseline",
+                 "lambo2": "llome.stages.lambo2", "prompted": "llome.stages.prompted"}
+# Where each kind's data record lies (under its run or GA folder) and the module that wrote it.
+RECORD_MODULES = {"llome": "llome.loop", "ga": "llome.stages.ga_baseline", "lambo2": "llome.stages.lambo2",
+                  "prompted": "llome.stages.prompted"}
+
+
+def run_folder(store: str | Path, instance: str, method: str, seed: int) -> Path:
+    return Path(store) / instance / method / f"seed_{seed}"
+
+
+def _stage_config(cfg: dict) -> dict:
+    """A job's config less the seed list: the run's seed is named apart, and the rounds stay (a stored run is
+    never extended)."""
+    return {key: value for key, value in cfg.items() if key not in ("seeds", "profile")}
+
+
+@functools.lru_cache(maxsize=None)
+def _table_code_digest() -> str:
+    """The code that turns a run's files into its table rows, as parsed (comments do not count): a change to it
+    makes every stored run stale."""
+    import ast
+    import hashlib
+    import inspect
+
+    functions = (trace_table, _best_so_far_steps, method_budget, rounds_table, calibration_table, _calibration_rows,
+                 _samples_calibration, _runs, _llome_runs, _one_run, _run_rows)
+    from llome.provenance import _strip_docstrings
+
+    parts = [ast.dump(_strip_docstrings(ast.parse(inspect.getsource(fn)))) for fn in functions]
+    parts += [repr(ROUND_METRICS_OF), repr(RUN_TABLES), str(STORE_FORMAT)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _code_digest(modules: tuple[str, ...]) -> dict[str, str]:
+    """llome.provenance.code_digest, once per process: the code a process runs does not change under it."""
+    from llome.provenance import code_digest
+
+    return code_digest(list(modules))
+
+
+def run_recipe(study: Study, instance: str, method: str, seed: int) -> dict:
+    """What decides a stored run's numbers: the configs of its jobs and of the jobs it reads, the code they reach, the
+    files outside the package they depend on, the numerics and the code that writes its rows."""
+    from llome import numerics
+
+    spec = study.settings.methods[method]
+    base = study.stages(instance)
+    jobs: dict[str, dict] = {}
+    files: dict[str, str] = {}
+    if spec.kind == "ga":
+        jobs["ga"] = _stage_config(base["ga_baseline"])
+    else:
+        jobs["seed_data"] = _stage_config(base["seed_data"])
+    if spec.kind == "llome":
+        variant = study.stages(instance, spec.round_zero)
+        jobs["round_zero"] = _stage_config(variant["sft"])
+        jobs["llome"] = _stage_config(variant[f"llome_{spec.llome}"])
+    elif spec.kind in BASELINE_STAGES:
+        jobs[spec.kind] = _stage_config(base[spec.kind])
+    if spec.kind == "lambo2":
+        from llome.stages.lambo2 import run_inputs
+
+        files = run_inputs()
+    return {"format": STORE_FORMAT, "instance": instance, "method": method, "seed": seed, "jobs": jobs,
+            "code": _code_digest(tuple(sorted(STAGE_MODULES[name] for name in jobs))), "files": files,
+            "numerics": numerics.settings(study.base["numerics"]["threads"]),
+            "calibration_bins": study.settings.calibration_bins, "tables": _table_code_digest()}
+
+
+def is_stored(study: Study, store: str | Path, instance: str, method: str, seed: int) -> bool:
+    from llome.provenance import matches
+
+    return matches(run_folder(store, instance, method, seed), run_recipe(study, instance, method, seed))
+
+
+def _one_run(study: Study, instance: str, method: str, seed: int) -> Study:
+    """`study` cut down to one run, so that the table functions give that run's rows and nothing else."""
+    spec = study.settings.instances[instance].model_copy(update={"methods": [method]})
+    seeds = study.settings.seeds.model_copy(update={"reported": [seed]})
+    settings = study.settings.model_copy(update={"instances": {instance: spec}, "seeds": seeds})
+    return Study(study.name, settings, study.executor, study.base)
+
+
+def _run_rows(study: Study, data_dir: Path, instance: str, method: str, seed: int) -> dict[str, pd.DataFrame]:
+    one = _one_run(study, instance, method, seed)
+    return {"trace": trace_table(one, data_dir), "rounds": rounds_table(one, data_dir),
+            "calibration": calibration_table(one, data_dir),
+            "calibration_post_filter": calibration_table(one, data_dir, POST_FILTER_SAMPLE)}
+
+
+def _data_record(study: Study, data_dir: Path, instance: str, method: str, seed: int) -> tuple[Path, dict | None]:
+    from llome.provenance import read_record
+    from llome.stages.common import seed_dir
+
+    spec = study.settings.methods[method]
+    folder = ga_dir(data_dir, instance) if spec.kind == "ga" else seed_dir(method_dir(data_dir, instance, method,
+                                                                                        seed), seed)
+    return folder, read_record(folder) if folder.exists() else None
+
+
+def data_is_current(study: Study, data_dir: str | Path, instance: str, method: str, seed: int) -> bool:
+    """Whether the run's files under `data_dir` were made by this code and these numerics: the record its stage wrote
+    names the code it ran, and every round of the run is there (its rows read without a missing file)."""
+    from llome import numerics
+
+    spec = study.settings.methods[method]
+    _, record = _data_record(study, Path(data_dir), instance, method, seed)
+    if record is None:
+        return False
+    if record.get("code") != _code_digest((RECORD_MODULES[spec.kind],)) or record.get("numerics") != numerics.settings():
+        return False
+    if spec.kind != "ga":
+        from llome.provenance import result_config
+
+        cfg = run_recipe(study, instance, method, seed)["jobs"][spec.kind]
+        if spec.kind in ("llome", "lambo2") and record.get("config") != _normalised_config(result_config(cfg)):
+            return False
+    return True
+
+
+def _normalised_config(config: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(config, sort_keys=True, default=str))
+
+
+def store_run(study: Study, data_dir: str | Path, store: str | Path, instance: str, method: str, seed: int,
+              timing: dict | None = None) -> Path:
+    """Keep one finished run in the store: its table rows, the inputs its data record read, its timing, and last
+    the recipe, written into a fresh folder that replaces the old one whole."""
+    import shutil
+
+    from llome import numerics
+    from llome.provenance import write_record
+
+    data_dir = Path(data_dir)
+    rows = _run_rows(study, data_dir, instance, method, seed)  # raises on a missing file: the run is not finished
+    _, record = _data_record(study, data_dir, instance, method, seed)
+    folder = run_folder(store, instance, method, seed)
+    work = folder.with_name(folder.name + ".partial")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for name, table in rows.items():
+        write_csv(work / f"{name}.csv", table)
+    write_json(work / "inputs.json", (record or {}).get("inputs", {}), sort_keys=True)
+    write_json(work / "timing.json", {**(timing or {}), "machine": numerics.machine()}, sort_keys=True)
+    write_record(work, run_recipe(study, instance, method, seed))
+    if folder.exists():
+        shutil.rmtree(folder)  # a stale copy of derived rows: the labels it came from stay in data/study
+    work.rename(folder)
+    return folder
+
+
+def store_finished(study: Study, data_dir: str | Path, store: str | Path,
+                   timings: dict[tuple[str, str, int], dict] | None = None) -> list[tuple[str, str, int]]:
+    """Store every run of the study that is finished and current in `data_dir` but not yet stored; returns them."""
+    stored = []
+    for instance, method, seed in _runs(study, tuple(MethodSettings.KINDS)):
+        if is_stored(study, store, instance, method, seed) or not data_is_current(study, data_dir, instance,
+                                                                                    method, seed):
+            continue
+        try:
+            store_run(study, data_dir, store, instance, method, seed, (timings or {}).get((instance, method, seed)))
+        except FileNotFoundError:  # some round is not finished yet
+            continue
+        stored.append((instance, method, seed))
+    return stored
+
+
+def runs_table(study: Study, store: str | Path) -> dict[str, pd.DataFrame]:
+    """The study's tables from its stored runs, after checking that every run is stored and that the runs of a
+    seed read the same inputs (the pairing the claims rely on)."""
+    missing = [f"{i} {m} seed {s}" for i, m, s in _runs(study, tuple(MethodSettings.KINDS))
+               if not is_stored(study, store, i, m, s)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} run(s) of study {study.name} are not stored in {store} "
+                                f"(python -m llome.study run): {', '.join(missing[:5])}"
+                                + (" ..." if len(missing) > 5 else ""))
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in RUN_TABLES}
+    seen: dict[tuple, tuple[str, str]] = {}
+    for instance, method, seed in _runs(study, tuple(MethodSettings.KINDS)):
+        folder = run_folder(store, instance, method, seed)
+        for name in RUN_TABLES:
+            parts[name].append(pd.read_csv(folder / f"{name}.csv"))
+        variant = study.settings.methods[method].round_zero
+        for key, digest in read_json(folder / "inputs.json").items():
+            scope = (instance, seed, key, variant if key.startswith("round_zero") else None)
+            if scope in seen and seen[scope][0] != digest:
+                raise ValueError(f"{instance} seed {seed}: {method} read {key} {digest}, but {seen[scope][1]} read "
+                                 f"{seen[scope][0]}: these runs are not paired (made on machines whose numbers "
+                                 "differ, or by other code)")
+            seen.setdefault(scope, (digest, method))
+    return {name: pd.concat([p for p in tables if not p.empty] or tables, ignore_index=True)
+            for name, tables in parts.items()}
 
 
 # --- command line -----------------------------------------------------------------------------------------------
@@ -780,15 +1179,18 @@ def write_tables(study: Study, data_dir: str | Path, tables_dir: str | Path,
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run", "jobs", "tables"])
+    parser.add_argument("command", choices=["run", "jobs", "tables", "status", "store"])
     parser.add_argument("--params", default=STUDY_PARAMS, help="the study's settings")
     parser.add_argument("--base-params", default="params.yaml", help="the pipeline's params.yaml, the profiles")
     parser.add_argument("--study", default=None, help="override the file's `study`")
     parser.add_argument("--data", default="data/study", help="where the jobs write")
     parser.add_argument("--tables", default="study/tables")
+    parser.add_argument("--store", default="study/runs", help="the finished runs, committed with git ('' for none)")
     parser.add_argument("--executor", choices=["serial", "process", "submitit"], default=None)
     parser.add_argument("--max-workers", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--only", nargs="+", metavar="[INSTANCE:]METHOD", default=None,
+                        help="run or show only these runs of the study and the jobs they need")
     args = parser.parse_args(argv)
     try:
         study = load_study(args.params, args.base_params, args.study)
@@ -797,20 +1199,39 @@ def main(argv=None) -> None:
         if changes:
             study = Study(study.name, study.settings,
                           ExecutorSettings.model_validate({**study.executor.model_dump(), **changes}), study.base)
+        if args.only:
+            study = restrict(study, args.only)
     except (ConfigError, ValidationError) as error:
         raise SystemExit(f"error: {error}") from None
+    store = args.store or None
+    if args.command == "store":
+        stored = store_finished(study, args.data, store) if store else []
+        print(f"stored {len(stored)} finished run(s) in {store}: "
+              + (", ".join(f"{i} {m} seed {s}" for i, m, s in stored) or "none new"))
+        return
     if args.command == "jobs":
-        jobs = plan(study, args.data)
+        jobs = plan(study, args.data, store)
         for wave, name in enumerate(WAVES):
             batch = [j for j in jobs if j.wave == wave]
             print(f"wave {wave + 1}, {name}: {len(batch)} job(s)")
             for j in batch:
                 print(f"  {j.job.label}")
         return
+    if args.command == "status":
+        table = status_table(study, args.data, store)
+        with pd.option_context("display.width", 200, "display.max_rows", None):
+            print(table.to_string(index=False))
+        left = table["remaining_hours"]
+        workers = study.executor.max_workers if study.executor.kind == "process" else 1
+        print(f"\nunits finished {table['units_finished'].sum()} of {table['units'].sum()}; recorded "
+              f"{table['recorded_hours'].sum():.1f} job-hours; left about {left.sum():.1f} job-hours, about "
+              f"{left.sum() / workers:.1f} h of wall time with {study.executor.kind} at {workers} job(s) at once"
+              + (f", more for the {int(left.isna().sum())} row(s) with nothing timed yet" if left.isna().any() else ""))
+        return
     if args.command == "tables":
-        write_tables(study, args.data, args.tables)
+        write_tables(study, args.data, args.tables, store=store)
     else:
-        run_study(study, args.data, args.tables, progress=not args.no_progress)
+        run_study(study, args.data, args.tables, store, progress=not args.no_progress)
     print(f"study {study.name}: tables in {args.tables}")
 
 

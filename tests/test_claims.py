@@ -281,7 +281,8 @@ def _project(root: Path, speeds=None) -> list[str]:
     write_study(root / "study" / "tables", speeds or {**GOOD, "lambo2": 2.0, "prompted": 0.3})
     (root / "README.md").write_text(README)
     return ["--tables", str(root / "study" / "tables"), "--json", str(root / "metrics" / "claims.json"),
-            "--doc", str(root / "docs" / "claims.md"), "--readme", str(root / "README.md")]
+            "--doc", str(root / "docs" / "claims.md"), "--readme", str(root / "README.md"),
+            "--figures", str(root / "docs" / "figures" / "claims")]
 
 
 def _outputs(root: Path) -> list[bytes]:
@@ -301,6 +302,9 @@ def test_regeneration_is_byte_for_byte_identical(tmp_path):
     assert all(required <= set(entry) for entry in entries)
     readme = (tmp_path / "a" / "README.md").read_text()
     assert "| `make claims` |" in readme and "](docs/claims.md#claim-5)" in readme
+    assert "[figure](docs/figures/claims/outcomes.png), [details](docs/claims.md#claim-6)" in readme
+    doc = (tmp_path / "a" / "docs" / "claims.md").read_text()
+    assert "![Claim 1: Efficiency against the GA](figures/claims/efficiency.png)" in doc
     assert readme.endswith("<!-- claims:end -->\n\nMore text.\n")
 
 
@@ -337,7 +341,7 @@ def test_the_committed_claims_regenerate_byte_for_byte(monkeypatch):
     if not (tables.is_dir() and committed_json.exists()):
         pytest.skip("the claims study has not been run: study/tables/ and metrics/claims.json are not committed")
     json_text, doc_text, readme_text = render(tables, ROOT / "README.md", ROOT / "docs" / "claims.md",
-                                              committed_json)
+                                              committed_json, ROOT / "docs" / "figures" / "claims")
     assert committed_json.read_text() == json_text
     assert (ROOT / "docs" / "claims.md").read_text() == doc_text
     assert (ROOT / "README.md").read_text() == readme_text

@@ -10,11 +10,11 @@ import yaml
 
 from llome.config import ConfigError, llome_oracle_budget, load_profile, stage_configs
 from llome.executor import Outcome
-from llome.io import write_csv, write_table
+from llome.io import write_csv, write_json, write_table
 from llome.provenance import STALE_MARK, make_record, write_record
 from llome.study import (CALIBRATION_COLUMNS, ROUND_METRICS, WAVES, _build_unless_done, difficulty_key, ga_dir,
-                         lambo2_job, load_study, method_dir, plan, prompted_job, round_zero_root, seed_data_dir,
-                         timing_table, write_tables)
+                         lambo2_job, load_study, method_dir, plan, prompted_job, recorded_seconds, round_zero_root,
+                         seed_data_dir, status_table, timing_table, write_timing, write_tables)
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_PARAMS = ROOT / "study" / "params.yaml"
@@ -31,6 +31,12 @@ def full():
 @pytest.fixture(scope="module")
 def smoke():
     return load_study(STUDY_PARAMS, BASE_PARAMS, "smoke")
+
+
+def default_on_one_thread() -> dict:
+    """The committed default profile as the study runs it: each job on one thread (two jobs share 2 cores)."""
+    default = load_profile(BASE_PARAMS, "default")
+    return {**default, "numerics": {**default["numerics"], "threads": 1}}
 
 
 def edited(tmp_path, edit) -> Path:
@@ -62,9 +68,8 @@ def test_the_study_reports_ten_fresh_seeds_on_the_main_and_a_solvable_instance(f
     assert set(full.settings.instances[SOLVABLE].methods) == {*LLOME_BASE, "ga_paper", "ga_swept"}
     assert {name: spec.kind for name, spec in full.settings.methods.items() if spec.kind in ("lambo2", "prompted")} \
         == {"lambo2": "lambo2", "prompted": "prompted"}
-    # The committed default's method, unchanged: only each job's thread count differs (two jobs share 2 cores).
-    default = load_profile(BASE_PARAMS, "default")
-    assert full.base == {**default, "numerics": {**default["numerics"], "threads": 1}} != default
+    # The committed default's method, unchanged: only each job's thread count differs.
+    assert full.base == default_on_one_thread() != load_profile(BASE_PARAMS, "default")
     assert full.executor.max_workers == 2
 
 
@@ -187,18 +192,20 @@ def _by(jobs, **fields):
     return [j for j in jobs if all(getattr(j, k) == v for k, v in fields.items())]
 
 
-def test_jobs_come_in_three_waves_each_needing_only_earlier_ones(full, tmp_path):
+def test_jobs_come_in_four_waves_each_needing_only_earlier_ones(full, tmp_path):
     jobs = plan(full, tmp_path)
     assert [j.wave for j in jobs] == sorted(j.wave for j in jobs)
     counts = [len(_by(jobs, wave=w)) for w in range(len(WAVES))]
-    # seed data 2 x 10 and one GA job per instance; round 0: (2 variants on main + 1 on solvable) x 10, beside
-    # LaMBO-2 and the prompted LLM (main instance) x 10, which need only the seed data; LLOME methods
-    assert counts == [2 * 10 + 2, 3 * 10 + 2 * 10, (4 + 3) * 10]
+    # seed data 2 x 10 and one GA job per instance; round 0: (2 variants on main + 1 on solvable) x 10; LLOME
+    # methods; last LaMBO-2 and the prompted LLM (main instance) x 10, which need only the seed data
+    assert counts == [2 * 10 + 2, 3 * 10, (4 + 3) * 10, 2 * 10]
     made = {j.job.kwargs["out_dir"]: j.wave for j in jobs}
     for job in _by(jobs, wave=1):
         assert made[job.job.kwargs["seed_data_dir"]] == 0
     for job in _by(jobs, wave=2):
         assert made[job.job.kwargs["seed_data_dir"]] == 0 and made[job.job.kwargs["round_zero_dir"]] == 1
+    for job in _by(jobs, wave=3):
+        assert made[job.job.kwargs["seed_data_dir"]] == 0 and "round_zero_dir" not in job.job.kwargs
     assert all(j.job.threads == full.base["numerics"]["threads"] for j in jobs)
 
 
@@ -230,7 +237,7 @@ def test_each_job_runs_the_config_the_params_stage_would_write(full, tmp_path):
     """On the main instance, the default profile's own stage configs, for one seed (all seeds for the GA), on the
     study's one thread a job."""
     default = load_profile(BASE_PARAMS, "default")
-    pipeline = stage_configs({**default, "numerics": {**default["numerics"], "threads": 1}})
+    pipeline = stage_configs(default_on_one_thread())
     jobs = plan(full, tmp_path)
     assert {j.job.threads for j in jobs} == {1}
     committed = stage_configs(default)["llome_marge"]
@@ -261,7 +268,7 @@ def test_lambo2_and_prompted_run_per_seed_on_that_seeds_seed_data_beside_the_oth
             if method not in methods:
                 assert runs == []
                 continue
-            assert [j.seed for j in runs] == full.seeds and {j.wave for j in runs} == {1}
+            assert [j.seed for j in runs] == full.seeds and {j.wave for j in runs} == {len(WAVES) - 1}
             for run in runs:
                 assert run.job.fn is job_function and run.job.threads == full.base["numerics"]["threads"]
                 assert run.job.kwargs == {"cfg": run.job.kwargs["cfg"], "seed": run.seed,
@@ -582,7 +589,70 @@ def test_timing_keeps_the_seconds_of_a_job_a_rerun_only_reused(smoke, tmp_path):
              (jobs[2], Outcome(jobs[2].job, {"computed": False, "rounds_computed": 0}, 0.7))]
     second = timing_table(rerun, pd.read_csv(path))
     assert list(second["seconds"]) == [100.0, 42.0, 100.0]
-    assert list(second.columns) == ["instance", "job", "seed", "seconds", "rounds_computed"]
+    assert list(second["computed"]) == [True, True, True]
+    assert list(second.columns) == ["instance", "job", "seed", "computed", "seconds", "rounds_computed",
+                                    "recorded_seconds"]
+    # A job reused with no earlier row says so: its seconds are the check's, not its cost.
+    fresh = timing_table(rerun, None)
+    assert list(fresh["computed"]) == [False, True, False] and list(fresh["seconds"]) == [0.5, 42.0, 0.7]
+
+
+def test_timing_written_after_a_wave_keeps_the_rows_of_waves_a_sitting_did_not_reach(smoke, tmp_path):
+    jobs = plan(smoke, tmp_path / "data")
+    first_sitting = [(j, Outcome(j.job, {"computed": True, "rounds_computed": 1}, 10.0)) for j in jobs]
+    write_timing(tmp_path, first_sitting, final=False)
+    later = [j for j in jobs if j.wave == 0]
+    second_sitting = [(j, Outcome(j.job, {"computed": False}, 0.1)) for j in later]
+    partial = write_timing(tmp_path, second_sitting, final=False)
+    assert len(partial) == len(jobs) and set(partial["seconds"]) == {10.0}
+    final = write_timing(tmp_path, second_sitting, final=True)  # the study's whole plan is in the last write
+    assert len(final) == len(later)
+
+
+def _timing(run_dir, index, seconds, finished=True):
+    folder = run_dir / f"round_{index:02d}"
+    folder.mkdir(parents=True)
+    write_json(folder / "timing.json", seconds)
+    if finished:
+        write_json(folder / "metrics.json", {"round": index})
+
+
+def test_recorded_seconds_add_up_the_rounds_each_job_wrote_in_any_sitting(tmp_path):
+    study = load_study(with_baselines(tmp_path), BASE_PARAMS, "smoke")
+    jobs = plan(study, tmp_path / "data")
+
+    def job(name, seed=10):
+        return _by(jobs, instance=MAIN, name=name, seed=seed)[0]
+
+    marge = job("llome_marge")
+    run_dir = Path(marge.job.kwargs["out_dir"]) / "seed_10"
+    assert marge.job.kwargs["cfg"]["rounds"] == 1
+    assert np.isnan(recorded_seconds(marge))  # nothing finished, nothing recorded
+    _timing(run_dir, 1, {"generation": 1.5, "selection": 0.25, "labelling": 0.125, "pairs": 0.5, "training": 10.0})
+    assert recorded_seconds(marge) == 12.375
+
+    lambo = job("lambo2")
+    run_dir = Path(lambo.job.kwargs["out_dir"]) / "seed_10"
+    for index in range(1, lambo.job.kwargs["cfg"]["rounds"] + 1):  # the runner's time already holds its parts
+        _timing(run_dir, index, {"training": 3.0, "optimisation": 4.0, "runner": 8.0, "labelling": 0.5})
+    assert recorded_seconds(lambo) == 8.5 * lambo.job.kwargs["cfg"]["rounds"]
+
+    prompted = job("prompted")
+    run_dir = Path(prompted.job.kwargs["out_dir"]) / "seed_10"
+    rounds = prompted.job.kwargs["cfg"]["prompted"]["rounds"]
+    for index in range(1, rounds + 1):
+        _timing(run_dir, index, {"round": 2.25})
+    _timing(run_dir, rounds + 1, {"round": 1000.0})  # not a round of this run's settings
+    assert recorded_seconds(prompted) == 2.25 * rounds
+    (run_dir / "round_01" / "timing.json").unlink()  # a finished round without its time: unknown, not 0
+    assert np.isnan(recorded_seconds(prompted))
+
+    zero = job("round_zero/base")
+    model = Path(zero.job.kwargs["out_dir"]) / "seed_10" / "model"
+    model.mkdir(parents=True)
+    write_json(model / "timing.json", {"train_seconds": 143.25, "eval_seconds": 6.5, "evaluations": 10})
+    assert recorded_seconds(zero) == 143.25  # the Trainer's train_runtime includes its evaluations
+    assert np.isnan(recorded_seconds(job("seed_data")))
 
 
 def test_the_job_list_command_runs_nothing(tmp_path, capsys):
@@ -697,3 +767,178 @@ def test_timing_has_a_row_per_baseline_job(tmp_path):
     assert set(zip(table["instance"], table["job"], table["seed"])) == \
         {(i, m, s) for i, m in ((MAIN, "lambo2"), (MAIN, "prompted"), (SOLVABLE, "lambo2")) for s in (10, 11)}
     assert set(table["rounds_computed"]) == {1}
+
+
+def test_status_counts_finished_rounds_and_scales_their_time_to_what_is_left(tmp_path):
+    study = load_study(edited(tmp_path, lambda p: p["studies"]["smoke"]["overrides"]["llome"].update({"rounds": 4})),
+                       BASE_PARAMS, "smoke")
+    data = tmp_path / "data"
+    jobs = plan(study, data)
+    marge = [j for j in jobs if j.instance == MAIN and j.name == "llome_marge"]
+    assert [j.job.kwargs["cfg"]["rounds"] for j in marge] == [4, 4]
+    first = Path(marge[0].job.kwargs["out_dir"]) / "seed_10"
+    for index in (1, 2, 3, 4):
+        _timing(first, index, {"generation": 10.0, "training": 80.0})
+    _timing(Path(marge[1].job.kwargs["out_dir"]) / "seed_11", 1, {"generation": 30.0, "training": 150.0})
+    _timing(Path(marge[1].job.kwargs["out_dir"]) / "seed_11", 2, {"generation": 1.0}, finished=False)  # running
+    write_record(seed_data_dir(data, MAIN, 10), make_record({"x": 1}, code=[]))
+
+    table = status_table(study, data).set_index(["instance", "job"])
+    row = table.loc[(MAIN, "llome_marge")]
+    assert (row["jobs"], row["jobs_finished"], row["units"], row["units_finished"]) == (2, 1, 8, 5)
+    assert row["recorded_hours"] == round((4 * 90 + 180) / 3600, 2)
+    assert row["remaining_hours"] == round((4 * 90 + 180) / 5 * 3 / 3600, 2)  # mean per round x rounds left
+    seed_data = table.loc[(MAIN, "seed_data")]
+    assert (seed_data["jobs_finished"], seed_data["units_finished"]) == (1, 1)
+    assert np.isnan(table.loc[(MAIN, "llome_sft"), "remaining_hours"])  # nothing timed: no guess
+    assert table.loc[(MAIN, "llome_sft"), "units_finished"] == 0
+
+
+# --- the committed runs (study/runs) ----------------------------------------------------------------------------
+
+
+def _fake_records(study, data_dir: Path) -> None:
+    """The provenance record each run's stage writes (llome.loop, llome.stages.*), for _fake_outputs' files: what
+    the store checks before it keeps a run. Inputs as digests of the seed's seed data and its variant's round 0."""
+    from llome.provenance import result_config
+    from llome.stages.common import seed_dir
+
+    for instance, spec in study.settings.instances.items():
+        for method in spec.methods:
+            kind = study.settings.methods[method]
+            if kind.kind == "ga":
+                write_record(ga_dir(data_dir, instance), make_record(study.stages(instance)["ga_baseline"],
+                                                                     code=["llome.stages.ga_baseline"]))
+                continue
+            for seed in study.seeds:
+                inputs = {"seed_data": f"seed-data-{seed}"}
+                if kind.kind == "llome":
+                    cfg, module = study.stages(instance, kind.round_zero)[f"llome_{kind.llome}"], "llome.loop"
+                    inputs["round_zero_model"] = f"{kind.round_zero}-{seed}"
+                else:
+                    cfg, module = study.stages(instance)[kind.kind], f"llome.stages.{kind.kind}"
+                write_record(seed_dir(method_dir(data_dir, instance, method, seed), seed),
+                             make_record(result_config(cfg), code=[module], seed=seed, inputs=inputs))
+
+
+@pytest.fixture
+def stored_study(tmp_path):
+    """The smoke study with LaMBO-2 and the prompted LLM, its jobs' files faked and every run stored."""
+    from llome.study import store_finished
+
+    study = load_study(with_baselines(tmp_path), BASE_PARAMS, "smoke")
+    data, store = tmp_path / "data", tmp_path / "runs"
+    _fake_outputs(study, data)
+    _fake_records(study, data)
+    stored = store_finished(study, data, store)
+    return study, data, store, stored
+
+
+def test_tables_from_the_stored_runs_are_byte_for_byte_those_from_the_data(stored_study, tmp_path):
+    study, data, store, stored = stored_study
+    runs = [(i, m, s) for i, spec in study.settings.instances.items() for m in spec.methods for s in study.seeds]
+    assert sorted(stored) == sorted(runs)
+    write_tables(study, data, tmp_path / "from_data")
+    write_tables(study, tmp_path / "nowhere", tmp_path / "from_store", store=store)  # no data/study needed
+    for name in ("trace", "rounds", "calibration", "calibration_post_filter", "instances"):
+        assert (tmp_path / "from_store" / f"{name}.csv").read_bytes() == \
+            (tmp_path / "from_data" / f"{name}.csv").read_bytes(), name
+
+
+def test_a_stored_run_is_not_planned_again_nor_what_only_it_needed(smoke, tmp_path):
+    from llome.study import store_finished
+
+    data, store = tmp_path / "data", tmp_path / "runs"
+    full_plan = {(j.instance, j.name, j.seed) for j in plan(smoke, data, store)}
+    assert full_plan == {(j.instance, j.name, j.seed) for j in plan(smoke, data)}
+    _fake_outputs(smoke, data)
+    _fake_records(smoke, data)
+    store_finished(smoke, data, store)
+    assert plan(smoke, data, store) == []
+    # Seed 10's base-variant runs on the main instance made stale: their jobs and round 0 come back, nothing else
+    for method in LLOME_BASE:
+        write_record(run_folder_of(store, MAIN, method, 10), {"stale": True})
+    again = {(j.instance, j.name, j.seed) for j in plan(smoke, data, store)}
+    assert again == {(MAIN, "seed_data", 10), (MAIN, "round_zero/base", 10),
+                     *((MAIN, method, 10) for method in LLOME_BASE)}
+    # One of them stored again: the other two still need that round 0
+    store_finished(smoke, data, store)
+    assert plan(smoke, data, store) == []
+
+
+def run_folder_of(store, instance, method, seed):
+    from llome.study import run_folder
+
+    return run_folder(store, instance, method, seed)
+
+
+def test_a_stored_run_goes_stale_when_its_settings_or_the_code_that_wrote_its_rows_change(stored_study, tmp_path,
+                                                                                            monkeypatch):
+    import llome.study as study_module
+
+    study, _, store, _ = stored_study
+    assert study_module.is_stored(study, store, MAIN, "llome_marge", 11)
+    other_bins = load_study(edited(tmp_path, lambda p: p["studies"]["full"].update(calibration_bins=4)), BASE_PARAMS,
+                            "smoke")
+    assert not study_module.is_stored(other_bins, store, MAIN, "llome_marge", 11)
+    lr = study.base["sft"]["learning_rate"]  # round 0's: every LLOME run reads it, the GA does not
+    other_lr = load_study(edited(tmp_path, lambda p: p["studies"]["smoke"]["overrides"].update(
+        sft={"learning_rate": lr * 2})), BASE_PARAMS, "smoke")
+    assert not study_module.is_stored(other_lr, store, MAIN, "llome_marge", 11)
+    assert study_module.is_stored(other_lr, store, MAIN, "ga_paper", 11)
+    monkeypatch.setattr(study_module, "_table_code_digest", lambda: "another")
+    assert not study_module.is_stored(study, store, MAIN, "ga_paper", 11)
+
+
+def test_runs_of_a_seed_that_read_other_inputs_are_refused_as_unpaired(stored_study, tmp_path):
+    from llome.study import run_folder
+
+    study, data, store, _ = stored_study
+    path = run_folder(store, MAIN, "llome_dpo", 10) / "inputs.json"
+    write_json(path, {**read_json_file(path), "round_zero_model": "base-10-made-elsewhere"}, sort_keys=True)
+    with pytest.raises(ValueError, match=r"seed 10: llome_dpo read round_zero_model .* but llome_sft read"):
+        write_tables(study, data, tmp_path / "tables", store=store)
+    # The 6x128 variant's round 0 is another model: its runs are not compared with the base variant's
+    write_json(path, {**read_json_file(path), "round_zero_model": "base-10"}, sort_keys=True)
+    write_tables(study, data, tmp_path / "tables", store=store)
+
+
+def read_json_file(path):
+    from llome.io import read_json
+
+    return read_json(path)
+
+
+def test_an_unfinished_run_or_one_made_by_other_code_is_not_stored(smoke, tmp_path):
+    from llome.provenance import read_record
+    from llome.stages.common import seed_dir
+    from llome.study import is_stored, store_finished
+
+    data, store = tmp_path / "data", tmp_path / "runs"
+    _fake_outputs(smoke, data)
+    _fake_records(smoke, data)
+    (seed_dir(method_dir(data, MAIN, "llome_sft", 10), 10) / "round_01" / "labelled.parquet").unlink()
+    run = seed_dir(method_dir(data, MAIN, "llome_dpo", 11), 11)
+    record = read_record(run)
+    write_record(run, {**record, "code": {**record["code"], "llome/loop.py": "0000"}})
+    stored = store_finished(smoke, data, store)
+    assert (MAIN, "llome_sft", 10) not in stored and (MAIN, "llome_dpo", 11) not in stored
+    assert not is_stored(smoke, store, MAIN, "llome_sft", 10) and is_stored(smoke, store, MAIN, "llome_sft", 11)
+    with pytest.raises(FileNotFoundError, match=r"2 run\(s\) of study smoke are not stored"):
+        write_tables(smoke, data, tmp_path / "tables", store=store)
+
+
+def test_only_runs_the_named_runs_and_what_they_need(full, tmp_path):
+    from llome.study import restrict
+
+    part = restrict(full, [f"{MAIN}:llome_marge", "ga_swept"])
+    assert {i: s.methods for i, s in part.settings.instances.items()} == {MAIN: ["llome_marge", "ga_swept"],
+                                                                           SOLVABLE: ["ga_swept"]}
+    jobs = {(j.instance, j.name, j.seed): j.job for j in plan(part, tmp_path)}
+    whole = {(j.instance, j.name, j.seed): j.job for j in plan(full, tmp_path)}
+    assert {name for _, name, _ in jobs} == {"seed_data", "ga_baseline", "round_zero/base", "llome_marge"}
+    assert all(jobs[key].kwargs == whole[key].kwargs for key in jobs)  # the same jobs as the whole study's
+    for bad, named in ((["llome_sgd"], "'llome_sgd' is not a method"), ([f"{SOLVABLE}:lambo2"], "on " + SOLVABLE),
+                       (["ehr_nope:llome_sft"], "'ehr_nope' is not an instance")):
+        with pytest.raises(ConfigError, match=named):
+            restrict(full, bad)

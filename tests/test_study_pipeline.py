@@ -1,5 +1,6 @@
 """The smoke study end to end in a scratch copy of the project (`make claims-smoke`): study/dvc.yaml's study stage,
-its tables, the pairing on disk, a rerun that reuses every job, and the same tables from serial and parallel runs.
+its tables, the pairing on disk, a rerun that reuses every job, a run from the stored runs alone (as on a fresh
+clone), and the same tables from serial and parallel runs.
 
 Marked `pipeline`: `make test` leaves it out; `make ci` runs it. About 20 minutes on 2 cores (the smoke study runs
 twice; 20:24 measured).
@@ -36,7 +37,8 @@ def _scratch_project(workdir: Path) -> Path:
              "  max_workers: 2" if line.startswith("  max_workers:") else line
              for line in params.read_text().splitlines()]
     params.write_text("\n".join(lines) + "\n")
-    shutil.rmtree(workdir / "study" / "tables", ignore_errors=True)  # made here, not copied from the checkout
+    for made_here in ("tables", "runs"):  # not copied from the checkout
+        shutil.rmtree(workdir / "study" / made_here, ignore_errors=True)
     return workdir
 
 
@@ -121,9 +123,22 @@ def test_a_rerun_reuses_every_job_and_keeps_the_timing(smoke_study):
     assert "study/dvc.yaml:study" not in json.loads(dvc_in(workdir, "status", "--json", "study/dvc.yaml:study"))
 
 
+def test_the_stored_runs_carry_the_study_on_without_its_data(smoke_study):
+    """As on a fresh clone: study/runs is committed, data/study is not. Nothing runs, the tables are the same."""
+    workdir, _ = smoke_study
+    stored = files_under(workdir / "study" / "runs")
+    assert {rel.split("/")[-1] for rel in stored} >= {"provenance.json", "trace.csv", "inputs.json", "timing.json"}
+    _study(workdir, "run", "--data", "scratch/no_data", "--tables", "scratch/no_data_tables")
+    assert not (workdir / "scratch" / "no_data").exists()
+    for name in TABLES:
+        assert (workdir / "scratch" / "no_data_tables" / name).read_bytes() == \
+            (workdir / "study" / "tables" / name).read_bytes(), name
+
+
 def test_serial_and_parallel_runs_make_the_same_tables(smoke_study):
     workdir, _ = smoke_study
-    _study(workdir, "run", "--executor", "serial", "--data", "scratch/serial/data", "--tables", "scratch/serial/tables")
+    _study(workdir, "run", "--executor", "serial", "--data", "scratch/serial/data", "--store", "scratch/serial/runs",
+           "--tables", "scratch/serial/tables")
     for name in TABLES:
         assert (workdir / "scratch" / "serial" / "tables" / name).read_bytes() == \
             (workdir / "study" / "tables" / name).read_bytes(), name
@@ -142,3 +157,16 @@ def test_the_claims_stage_reads_the_tables(smoke_study):
     dvc_in(workdir, "repro", "study/dvc.yaml:claims")
     assert json.loads((workdir / "metrics" / "claims.json").read_text())
     assert (workdir / "docs" / "claims.md").read_text().strip()
+
+
+def test_the_claims_figures_stage_draws_every_linked_figure_from_the_real_tables(smoke_study):
+    from llome.claims import CLAIM_FIGURES
+
+    workdir, _ = smoke_study
+    dvc_in(workdir, "repro", "study/dvc.yaml:claims_figures")
+    dvc_in(workdir, "repro", "study/dvc.yaml:claims")  # the README's links (nothing to do if it already ran)
+    figures = workdir / "docs" / "figures" / "claims"
+    assert {p.name for p in figures.iterdir()} == set(CLAIM_FIGURES.values())
+    readme = (workdir / "README.md").read_text()
+    for name in set(CLAIM_FIGURES.values()):
+        assert f"](docs/figures/claims/{name})" in readme, name
