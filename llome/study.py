@@ -590,26 +590,35 @@ def _run_timings(study: Study, batch: list[StudyJob]) -> dict[tuple[str, str, in
     return timings
 
 
-def restrict(study: Study, only: list[str]) -> Study:
-    """The part of `study` that `only` names, each entry a method (on every instance that has it) or
-    `instance:method`. Its jobs are the whole study's jobs for those runs (same configs, same folders), so a study
-    run in parts computes what it would have in one go."""
+def restrict(study: Study, only: list[str] | None = None, seeds: list[int] | None = None) -> Study:
+    """The part of `study` that `only` and `seeds` name: each entry of `only` a method (on every instance that has
+    it) or `instance:method`, `seeds` some of the reported seeds. Its jobs are the whole study's jobs for those runs
+    (same configs, same folders; the GA job runs only the chosen seeds, and each seed's GA run is independent of the
+    others), so a study run in parts computes what it would have in one go."""
     instances = study.settings.instances
-    chosen: dict[str, list[str]] = {}
-    for entry in only:
-        instance, _, method = entry.rpartition(":")
-        if instance and instance not in instances:
-            raise ConfigError(f"--only {entry}: {instance!r} is not an instance of study {study.name} "
-                              f"({', '.join(instances)})")
-        named = [instance] if instance else [name for name, spec in instances.items() if method in spec.methods]
-        if not named or method not in instances[named[0]].methods:
-            raise ConfigError(f"--only {entry}: {method!r} is not a method of study {study.name}"
-                              + (f" on {instance}" if instance else ""))
-        for name in named:
-            chosen.setdefault(name, []).append(method)
+    chosen: dict[str, list[str]] = {name: list(spec.methods) for name, spec in instances.items()}
+    if only:
+        chosen = {}
+        for entry in only:
+            instance, _, method = entry.rpartition(":")
+            if instance and instance not in instances:
+                raise ConfigError(f"--only {entry}: {instance!r} is not an instance of study {study.name} "
+                                  f"({', '.join(instances)})")
+            named = [instance] if instance else [name for name, spec in instances.items() if method in spec.methods]
+            if not named or method not in instances[named[0]].methods:
+                raise ConfigError(f"--only {entry}: {method!r} is not a method of study {study.name}"
+                                  + (f" on {instance}" if instance else ""))
+            for name in named:
+                chosen.setdefault(name, []).append(method)
+    unknown = sorted(set(seeds or []) - set(study.seeds))
+    if unknown:
+        raise ConfigError(f"--seeds {unknown[0]}: not a reported seed of study {study.name} ({study.seeds})")
     kept = {name: spec.model_copy(update={"methods": [m for m in spec.methods if m in chosen[name]]})
             for name, spec in instances.items() if name in chosen}
-    return Study(study.name, study.settings.model_copy(update={"instances": kept}), study.executor, study.base)
+    reported = [seed for seed in study.seeds if not seeds or seed in seeds]
+    settings = study.settings.model_copy(update={
+        "instances": kept, "seeds": study.settings.seeds.model_copy(update={"reported": reported})})
+    return Study(study.name, settings, study.executor, study.base)
 
 
 # --- the tables -------------------------------------------------------------------------------------------------
@@ -1191,6 +1200,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--only", nargs="+", metavar="[INSTANCE:]METHOD", default=None,
                         help="run or show only these runs of the study and the jobs they need")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="only these of the reported seeds")
     args = parser.parse_args(argv)
     try:
         study = load_study(args.params, args.base_params, args.study)
@@ -1199,8 +1209,8 @@ def main(argv=None) -> None:
         if changes:
             study = Study(study.name, study.settings,
                           ExecutorSettings.model_validate({**study.executor.model_dump(), **changes}), study.base)
-        if args.only:
-            study = restrict(study, args.only)
+        if args.only or args.seeds:
+            study = restrict(study, args.only, args.seeds)
     except (ConfigError, ValidationError) as error:
         raise SystemExit(f"error: {error}") from None
     store = args.store or None

@@ -942,3 +942,11 @@ def test_only_runs_the_named_runs_and_what_they_need(full, tmp_path):
                        (["ehr_nope:llome_sft"], "'ehr_nope' is not an instance")):
         with pytest.raises(ConfigError, match=named):
             restrict(full, bad)
+    three = restrict(full, ["llome_marge_6x128"], [12, 10, 11])
+    jobs = plan(three, tmp_path)
+    assert {(j.name, j.seed) for j in jobs} == {*(("seed_data", s) for s in (10, 11, 12)),
+                                                *((f"round_zero/6x128", s) for s in (10, 11, 12)),
+                                                *(("llome_marge_6x128", s) for s in (10, 11, 12))}
+    assert all(j.job.kwargs == whole[(j.instance, j.name, j.seed)].kwargs for j in jobs)
+    with pytest.raises(ConfigError, match=r"--seeds 3: not a reported seed"):
+        restrict(full, None, [3, 10])
