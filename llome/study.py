@@ -1087,9 +1087,11 @@ def _data_record(study: Study, data_dir: Path, instance: str, method: str, seed:
 
 
 def data_is_current(study: Study, data_dir: str | Path, instance: str, method: str, seed: int) -> bool:
-    """Whether the run's files under `data_dir` were made by this code and these numerics: the record its stage wrote
-    names the code it ran, and every round of the run is there (its rows read without a missing file)."""
+    """Whether the run's files under `data_dir` were made by this code, these numerics and this run's settings, as
+    the record its stage wrote says (a GA's record covers every seed it ran, this one among them). Whether every
+    round is there is checked when its rows are read."""
     from llome import numerics
+    from llome.provenance import result_config
 
     spec = study.settings.methods[method]
     _, record = _data_record(study, Path(data_dir), instance, method, seed)
@@ -1097,13 +1099,16 @@ def data_is_current(study: Study, data_dir: str | Path, instance: str, method: s
         return False
     if record.get("code") != _code_digest((RECORD_MODULES[spec.kind],)) or record.get("numerics") != numerics.settings():
         return False
-    if spec.kind != "ga":
-        from llome.provenance import result_config
+    cfg = run_recipe(study, instance, method, seed)["jobs"][spec.kind]
+    written = record.get("config") or {}
+    if spec.kind == "ga":
+        return seed in written.get("seeds", []) and _stage_config(written) == _normalised_config(cfg)
+    if spec.kind == "prompted":  # as llome.stages.prompted records it: its settings whole, less the rounds
+        from llome.prompted_settings import prompted_config
 
-        cfg = run_recipe(study, instance, method, seed)["jobs"][spec.kind]
-        if spec.kind in ("llome", "lambo2") and record.get("config") != _normalised_config(result_config(cfg)):
-            return False
-    return True
+        settings = prompted_config(cfg["prompted"]).model_dump()
+        cfg = {**cfg, "prompted": {key: value for key, value in settings.items() if key != "rounds"}}
+    return _normalised_config(written) == _normalised_config(result_config(cfg))
 
 
 def _normalised_config(config: dict) -> dict:

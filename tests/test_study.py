@@ -817,6 +817,11 @@ def _fake_records(study, data_dir: Path) -> None:
                     inputs["round_zero_model"] = f"{kind.round_zero}-{seed}"
                 else:
                     cfg, module = study.stages(instance)[kind.kind], f"llome.stages.{kind.kind}"
+                if kind.kind == "prompted":  # llome.stages.prompted records its settings whole, less the rounds
+                    from llome.prompted_settings import prompted_config
+
+                    settings = prompted_config(cfg["prompted"]).model_dump()
+                    cfg = {**cfg, "prompted": {k: v for k, v in settings.items() if k != "rounds"}}
                 write_record(seed_dir(method_dir(data_dir, instance, method, seed), seed),
                              make_record(result_config(cfg), code=[module], seed=seed, inputs=inputs))
 
@@ -921,10 +926,13 @@ def test_an_unfinished_run_or_one_made_by_other_code_is_not_stored(smoke, tmp_pa
     run = seed_dir(method_dir(data, MAIN, "llome_dpo", 11), 11)
     record = read_record(run)
     write_record(run, {**record, "code": {**record["code"], "llome/loop.py": "0000"}})
+    ga = read_record(ga_dir(data, SOLVABLE))  # a GA of another budget in the same folder
+    write_record(ga_dir(data, SOLVABLE), {**ga, "config": {**ga["config"], "max_oracle_calls": 7}})
     stored = store_finished(smoke, data, store)
     assert (MAIN, "llome_sft", 10) not in stored and (MAIN, "llome_dpo", 11) not in stored
     assert not is_stored(smoke, store, MAIN, "llome_sft", 10) and is_stored(smoke, store, MAIN, "llome_sft", 11)
-    with pytest.raises(FileNotFoundError, match=r"2 run\(s\) of study smoke are not stored"):
+    assert not is_stored(smoke, store, SOLVABLE, "ga_paper", 10) and is_stored(smoke, store, MAIN, "ga_paper", 10)
+    with pytest.raises(FileNotFoundError, match=r"6 run\(s\) of study smoke are not stored"):
         write_tables(smoke, data, tmp_path / "tables", store=store)
 
 
