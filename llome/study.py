@@ -572,7 +572,7 @@ def run_study(study: Study, data_dir: str | Path, tables_dir: str | Path, store:
             done = run_jobs([j.job for j in batch], study.executor, desc=f"{study.name}: {name}", progress=progress)
         finally:
             if store is not None:  # what finished is kept, even when another job of the wave failed
-                store_finished(study, data_dir, store, _run_timings(study, batch))
+                store_finished(study, data_dir, store)
         outcomes += list(zip(batch, done))
         if wave < len(WAVES) - 1:
             write_timing(tables_dir, outcomes, final=False)
@@ -1147,14 +1147,17 @@ def store_run(study: Study, data_dir: str | Path, store: str | Path, instance: s
 
 def store_finished(study: Study, data_dir: str | Path, store: str | Path,
                    timings: dict[tuple[str, str, int], dict] | None = None) -> list[tuple[str, str, int]]:
-    """Store every run of the study that is finished and current in `data_dir` but not yet stored; returns them."""
+    """Store every run of the study that is finished and current in `data_dir` but not yet stored; returns them.
+    `timings` by run, else the seconds each run's files record (recorded_seconds)."""
+    if timings is None:
+        timings = _run_timings(study, plan(study, data_dir))
     stored = []
     for instance, method, seed in _runs(study, tuple(MethodSettings.KINDS)):
         if is_stored(study, store, instance, method, seed) or not data_is_current(study, data_dir, instance,
                                                                                     method, seed):
             continue
         try:
-            store_run(study, data_dir, store, instance, method, seed, (timings or {}).get((instance, method, seed)))
+            store_run(study, data_dir, store, instance, method, seed, timings.get((instance, method, seed)))
         except FileNotFoundError:  # some round is not finished yet
             continue
         stored.append((instance, method, seed))
