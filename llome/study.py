@@ -1099,8 +1099,10 @@ def data_is_current(study: Study, data_dir: str | Path, instance: str, method: s
         return False
     if record.get("code") != _code_digest((RECORD_MODULES[spec.kind],)) or record.get("numerics") != numerics.settings():
         return False
-    cfg = run_recipe(study, instance, method, seed)["jobs"][spec.kind]
-    written = record.get("config") or {}
+    jobs = run_recipe(study, instance, method, seed)["jobs"]
+    if not _upstream_is_current(study, Path(data_dir), instance, method, seed, jobs, record):
+        return False
+    cfg, written = jobs[spec.kind], record.get("config") or {}
     if spec.kind == "ga":
         return seed in written.get("seeds", []) and _stage_config(written) == _normalised_config(cfg)
     if spec.kind == "prompted":  # as llome.stages.prompted records it: its settings whole, less the rounds
@@ -1109,6 +1111,32 @@ def data_is_current(study: Study, data_dir: str | Path, instance: str, method: s
         settings = prompted_config(cfg["prompted"]).model_dump()
         cfg = {**cfg, "prompted": {key: value for key, value in settings.items() if key != "rounds"}}
     return _normalised_config(written) == _normalised_config(result_config(cfg))
+
+
+def _upstream_is_current(study: Study, data_dir: Path, instance: str, method: str, seed: int, jobs: dict,
+                         record: dict) -> bool:
+    """Whether the seed data and round 0 a run read are those this code and these settings make: each made by the
+    code it would be made by now, the seed data of these settings, and the round-0 model the run's record names."""
+    from llome import numerics
+    from llome.provenance import model_digest, read_record
+    from llome.stages.common import seed_dir
+
+    spec = study.settings.methods[method]
+    if spec.kind == "ga":
+        return True  # the GA job makes its own start
+    seed_record = read_record(seed_data_dir(data_dir, instance, seed)) if seed_data_dir(
+        data_dir, instance, seed).exists() else None
+    if (seed_record is None or seed_record.get("code") != _code_digest(("llome.stages.seed_data",))
+            or _stage_config(seed_record.get("config") or {}) != _normalised_config(jobs["seed_data"])):
+        return False
+    if spec.kind != "llome":
+        return True
+    zero = seed_dir(round_zero_root(data_dir, instance, spec.round_zero), seed)
+    zero_record = read_record(zero) if zero.exists() else None
+    if (zero_record is None or zero_record.get("code") != _code_digest(("llome.round_zero",))
+            or zero_record.get("numerics") != numerics.settings() or not (zero / "model").exists()):
+        return False
+    return model_digest(zero / "model") == (record.get("inputs") or {}).get("round_zero_model")
 
 
 def _normalised_config(config: dict) -> dict:

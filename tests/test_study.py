@@ -800,10 +800,19 @@ def test_status_counts_finished_rounds_and_scales_their_time_to_what_is_left(tmp
 def _fake_records(study, data_dir: Path) -> None:
     """The provenance record each run's stage writes (llome.loop, llome.stages.*), for _fake_outputs' files: what
     the store checks before it keeps a run. Inputs as digests of the seed's seed data and its variant's round 0."""
-    from llome.provenance import result_config
+    from llome.provenance import model_digest, result_config
     from llome.stages.common import seed_dir
 
     for instance, spec in study.settings.instances.items():
+        for seed in study.seeds:
+            write_record(seed_data_dir(data_dir, instance, seed),
+                         make_record({**study.stages(instance)["seed_data"], "seeds": [seed]},
+                                     code=["llome.stages.seed_data"]))
+            for variant in study.variants(instance):
+                zero = round_zero_root(data_dir, instance, variant) / f"seed_{seed}"
+                (zero / "model").mkdir(parents=True, exist_ok=True)
+                (zero / "model" / "model.safetensors").write_bytes(f"{variant}-{seed}".encode())
+                write_record(zero, make_record({"variant": variant}, code=["llome.round_zero"], seed=seed))
         for method in spec.methods:
             kind = study.settings.methods[method]
             if kind.kind == "ga":
@@ -814,7 +823,8 @@ def _fake_records(study, data_dir: Path) -> None:
                 inputs = {"seed_data": f"seed-data-{seed}"}
                 if kind.kind == "llome":
                     cfg, module = study.stages(instance, kind.round_zero)[f"llome_{kind.llome}"], "llome.loop"
-                    inputs["round_zero_model"] = f"{kind.round_zero}-{seed}"
+                    inputs["round_zero_model"] = model_digest(round_zero_root(data_dir, instance, kind.round_zero)
+                                                              / f"seed_{seed}" / "model")
                 else:
                     cfg, module = study.stages(instance)[kind.kind], f"llome.stages.{kind.kind}"
                 if kind.kind == "prompted":  # llome.stages.prompted records its settings whole, less the rounds
@@ -900,11 +910,12 @@ def test_runs_of_a_seed_that_read_other_inputs_are_refused_as_unpaired(stored_st
 
     study, data, store, _ = stored_study
     path = run_folder(store, MAIN, "llome_dpo", 10) / "inputs.json"
-    write_json(path, {**read_json_file(path), "round_zero_model": "base-10-made-elsewhere"}, sort_keys=True)
+    made_here = read_json_file(path)["round_zero_model"]
+    write_json(path, {**read_json_file(path), "round_zero_model": "made-elsewhere"}, sort_keys=True)
     with pytest.raises(ValueError, match=r"seed 10: llome_dpo read round_zero_model .* but llome_sft read"):
         write_tables(study, data, tmp_path / "tables", store=store)
-    # The 6x128 variant's round 0 is another model: its runs are not compared with the base variant's
-    write_json(path, {**read_json_file(path), "round_zero_model": "base-10"}, sort_keys=True)
+    # Put back, the tables pass: seed 10's 6x128 run read another round 0, compared only within its own variant
+    write_json(path, {**read_json_file(path), "round_zero_model": made_here}, sort_keys=True)
     write_tables(study, data, tmp_path / "tables", store=store)
 
 
@@ -926,13 +937,17 @@ def test_an_unfinished_run_or_one_made_by_other_code_is_not_stored(smoke, tmp_pa
     run = seed_dir(method_dir(data, MAIN, "llome_dpo", 11), 11)
     record = read_record(run)
     write_record(run, {**record, "code": {**record["code"], "llome/loop.py": "0000"}})
+    # Seed 11's round 0 retrained since its runs were made (other bytes than their records name): none is kept
+    (round_zero_root(data, SOLVABLE, "base") / "seed_11" / "model" / "model.safetensors").write_bytes(b"retrained")
     ga = read_record(ga_dir(data, SOLVABLE))  # a GA of another budget in the same folder
     write_record(ga_dir(data, SOLVABLE), {**ga, "config": {**ga["config"], "max_oracle_calls": 7}})
     stored = store_finished(smoke, data, store)
     assert (MAIN, "llome_sft", 10) not in stored and (MAIN, "llome_dpo", 11) not in stored
     assert not is_stored(smoke, store, MAIN, "llome_sft", 10) and is_stored(smoke, store, MAIN, "llome_sft", 11)
     assert not is_stored(smoke, store, SOLVABLE, "ga_paper", 10) and is_stored(smoke, store, MAIN, "ga_paper", 10)
-    with pytest.raises(FileNotFoundError, match=r"6 run\(s\) of study smoke are not stored"):
+    assert not is_stored(smoke, store, SOLVABLE, "llome_marge", 11) and is_stored(smoke, store, SOLVABLE,
+                                                                                    "llome_marge", 10)
+    with pytest.raises(FileNotFoundError, match=r"7 run\(s\) of study smoke are not stored"):
         write_tables(smoke, data, tmp_path / "tables", store=store)
 
 
