@@ -56,8 +56,8 @@ smoke: $(STAMP) $(HOOK) $(LAMBO_STAMP) $(SMOLLM2)
 	$(BIN)/python -m pytest -q -m pipeline tests/test_pipeline.py tests/test_dvc_queue.py tests/test_dvc_set_float.py \
 		tests/test_pretrained_pipeline.py
 
-# The claims study (study/dvc.yaml, its own lock): every (instance, method, seed) job of study/params.yaml, resumed where
-# it stopped, then study/tables/ and the claims' verdicts. `make repro` neither runs nor changes it. Its lambo2 and
+# The claims study (study/dvc.yaml, its own lock): every (instance, method, seed) run of study/params.yaml not yet kept
+# in study/runs/ (committed), resumed where it stopped, then study/tables/ and the claims' verdicts. `make repro` neither runs nor changes it. Its lambo2 and
 # prompted methods need LaMBO-2's environment and SmolLM2, as the pipeline's stages of those names do.
 claims: $(STAMP) $(HOOK) $(LAMBO_STAMP) $(SMOLLM2)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro study/dvc.yaml
