@@ -1091,7 +1091,7 @@ def data_is_current(study: Study, data_dir: str | Path, instance: str, method: s
     the record its stage wrote says (a GA's record covers every seed it ran, this one among them). Whether every
     round is there is checked when its rows are read."""
     from llome import numerics
-    from llome.provenance import result_config
+    from llome.provenance import _normalised, result_config
 
     spec = study.settings.methods[method]
     _, record = _data_record(study, Path(data_dir), instance, method, seed)
@@ -1104,13 +1104,13 @@ def data_is_current(study: Study, data_dir: str | Path, instance: str, method: s
         return False
     cfg, written = jobs[spec.kind], record.get("config") or {}
     if spec.kind == "ga":
-        return seed in written.get("seeds", []) and _stage_config(written) == _normalised_config(cfg)
+        return seed in written.get("seeds", []) and _stage_config(written) == _normalised(cfg)
     if spec.kind == "prompted":  # as llome.stages.prompted records it: its settings whole, less the rounds
         from llome.prompted_settings import prompted_config
 
         settings = prompted_config(cfg["prompted"]).model_dump()
         cfg = {**cfg, "prompted": {key: value for key, value in settings.items() if key != "rounds"}}
-    return _normalised_config(written) == _normalised_config(result_config(cfg))
+    return _normalised(written) == _normalised(result_config(cfg))
 
 
 def _upstream_is_current(study: Study, data_dir: Path, instance: str, method: str, seed: int, jobs: dict,
@@ -1118,7 +1118,7 @@ def _upstream_is_current(study: Study, data_dir: Path, instance: str, method: st
     """Whether the seed data and round 0 a run read are those this code and these settings make: each made by the
     code it would be made by now, the seed data of these settings, and the round-0 model the run's record names."""
     from llome import numerics
-    from llome.provenance import model_digest, read_record
+    from llome.provenance import _normalised, model_digest, read_record
     from llome.stages.common import seed_dir
 
     spec = study.settings.methods[method]
@@ -1127,7 +1127,7 @@ def _upstream_is_current(study: Study, data_dir: Path, instance: str, method: st
     seed_record = read_record(seed_data_dir(data_dir, instance, seed)) if seed_data_dir(
         data_dir, instance, seed).exists() else None
     if (seed_record is None or seed_record.get("code") != _code_digest(("llome.stages.seed_data",))
-            or _stage_config(seed_record.get("config") or {}) != _normalised_config(jobs["seed_data"])):
+            or _stage_config(seed_record.get("config") or {}) != _normalised(jobs["seed_data"])):
         return False
     if spec.kind != "llome":
         return True
@@ -1137,12 +1137,6 @@ def _upstream_is_current(study: Study, data_dir: Path, instance: str, method: st
             or zero_record.get("numerics") != numerics.settings() or not (zero / "model").exists()):
         return False
     return model_digest(zero / "model") == (record.get("inputs") or {}).get("round_zero_model")
-
-
-def _normalised_config(config: dict) -> dict:
-    import json
-
-    return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
 def store_run(study: Study, data_dir: str | Path, store: str | Path, instance: str, method: str, seed: int,
@@ -1177,14 +1171,14 @@ def store_finished(study: Study, data_dir: str | Path, store: str | Path,
                    timings: dict[tuple[str, str, int], dict] | None = None) -> list[tuple[str, str, int]]:
     """Store every run of the study that is finished and current in `data_dir` but not yet stored; returns them.
     `timings` by run, else the seconds each run's files record (recorded_seconds)."""
-    if timings is None:
-        timings = _run_timings(study, plan(study, data_dir))
     stored = []
     for instance, method, seed in _runs(study, tuple(MethodSettings.KINDS)):
         if is_stored(study, store, instance, method, seed) or not data_is_current(study, data_dir, instance,
                                                                                     method, seed):
             continue
         try:
+            if timings is None:  # read once, and only when some run is being stored
+                timings = _run_timings(study, plan(study, data_dir))
             store_run(study, data_dir, store, instance, method, seed, timings.get((instance, method, seed)))
         except FileNotFoundError:  # some round is not finished yet
             continue
