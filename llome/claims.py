@@ -1214,15 +1214,19 @@ def _relative_to(path, document) -> str:
     return Path(os.path.relpath(Path(path).resolve(), Path(document).resolve().parent)).as_posix()
 
 
-def render(tables, readme, doc=DEFAULT_DOC, json_path=DEFAULT_JSON, figures=DEFAULT_FIGURES) -> tuple[str, str, str]:
-    """The three outputs, as text: the claims JSON, the doc and the whole README with its claims table. `figures`
-    is the folder of llome.claims_figures' output, which the doc and the table link to."""
+def render(tables, readme, doc=DEFAULT_DOC, json_path=DEFAULT_JSON,
+           figures=DEFAULT_FIGURES) -> tuple[str, str, str | None]:
+    """The three outputs, as text: the claims JSON, the doc and the whole README with its claims table (None when
+    `readme` is None). `figures` is the folder of llome.claims_figures' output, which the doc and the table link
+    to."""
     study = load_study(tables)
     claims = _clean(judge_claims(study))
+    json_text, doc_text = claims_json(claims), claims_doc(claims, study, _relative_to(figures, doc))
+    if readme is None:
+        return json_text, doc_text, None
     block = readme_block(claims, _relative_to(doc, readme), _relative_to(json_path, readme),
                          _relative_to(figures, readme))
-    return (claims_json(claims), claims_doc(claims, study, _relative_to(figures, doc)),
-            readme_with_block(Path(readme).read_text(), block, str(readme)))
+    return json_text, doc_text, readme_with_block(Path(readme).read_text(), block, str(readme))
 
 
 def _write(path: Path, text: str) -> None:
@@ -1235,7 +1239,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", default=DEFAULT_TABLES, type=Path)
     parser.add_argument("--json", default=DEFAULT_JSON, type=Path)
     parser.add_argument("--doc", default=DEFAULT_DOC, type=Path)
-    parser.add_argument("--readme", default=DEFAULT_README, type=Path)
+    # No default: tables from a partial or scratch study must not rewrite the project's README by accident.
+    parser.add_argument("--readme", default=None, type=Path,
+                        help=f"the README whose claims table is rewritten (the study's: {DEFAULT_README}); "
+                             f"left alone when not given")
     parser.add_argument("--figures", default=DEFAULT_FIGURES, type=Path,
                         help="where llome.claims_figures writes the figures the doc and the table link to")
     parser.add_argument("--check", action="store_true",
@@ -1251,7 +1258,9 @@ def main(argv: list[str] | None = None) -> int:
         except (StudyTableError, ValueError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        outputs = [(args.json, json_text), (args.doc, doc_text), (args.readme, readme_text)]
+        outputs = [(args.json, json_text), (args.doc, doc_text)]
+        if args.readme is not None:
+            outputs.append((args.readme, readme_text))
     if args.check:
         for path, text in outputs:
             if not path.exists() or path.read_bytes() != text.encode():

@@ -325,6 +325,15 @@ def test_the_command_reports_a_bad_table_without_a_traceback(tmp_path, capsys):
     assert "seeds.json does not exist" in capsys.readouterr().err
 
 
+def test_without_readme_the_readme_is_left_alone(tmp_path):
+    arguments = _project(tmp_path)
+    readme_at = arguments.index("--readme")
+    assert main(arguments[:readme_at] + arguments[readme_at + 2:]) == 0
+    assert (tmp_path / "README.md").read_text() == README
+    assert "## Claim 1" in (tmp_path / "docs" / "claims.md").read_text()
+    assert len(json.loads((tmp_path / "metrics" / "claims.json").read_text())) == 6
+
+
 def test_a_readme_without_markers_is_refused(tmp_path):
     arguments = _project(tmp_path)
     (tmp_path / "README.md").write_text("# no markers\n")
