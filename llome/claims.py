@@ -435,9 +435,12 @@ def seeds_to_decide(entry: dict | None) -> str:
     if n < MIN_PAIRED_SEEDS:
         return (f"At least {MIN_PAIRED_SEEDS} paired seeds in '{entry['label']}' (it has {n}); ")
     if entry["ci_low"] <= 0 <= entry["ci_high"]:
-        if estimate == 0:
+        if entry["ci_low"] == entry["ci_high"] == 0:  # a bootstrap of all-zero differences, and only of those
             return (f"Every paired difference in '{entry['label']}' is 0: more seeds cannot separate the methods "
-                    "here; a larger budget or another instance might. ")
+                    "here, though a larger budget or another instance might; ")
+        if estimate == 0:
+            return (f"The paired differences in '{entry['label']}' cancel out (mean 0): no number of seeds can be "
+                    "read off them; ")
         half_width = (entry["ci_high"] - entry["ci_low"]) / 2
         needed = math.ceil(n * (half_width / abs(estimate)) ** 2)
         return (f"About {needed} paired seeds in '{entry['label']}' (it has {n}) if the effect and its spread "

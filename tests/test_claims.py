@@ -120,6 +120,16 @@ def test_identical_methods_are_inconclusive(tmp_path):
     assert "more seeds cannot separate" in claim["what would decide it"]
 
 
+def test_differences_that_cancel_out_are_not_called_all_zero():
+    cancelling = {"label": "a vs b: calls to solve", "n_seeds": 10, "estimate": 0.0, "ci_low": -0.4, "ci_high": 0.4}
+    text = claims.what_would_decide(INCONCLUSIVE, cancelling, [], "more data")
+    assert "cancel out" in text and "Every paired difference" not in text
+    all_zero = {**cancelling, "ci_low": 0.0, "ci_high": 0.0}
+    text = claims.what_would_decide(INCONCLUSIVE, all_zero, [], "more data")
+    assert text.startswith("Every paired difference in 'a vs b: calls to solve' is 0")
+    assert text.endswith("; in all, more data.")
+
+
 def test_llome_clearly_worse_is_contradicted(tmp_path):
     worse = {"ga_paper": 3.0, "ga_swept": 3.0, "llome_sft": 1.0, "llome_marge": 1.0, "llome_dpo": 1.0}
     claim = verdicts(write_study(tmp_path, worse))[1]
