@@ -734,7 +734,40 @@ def claim_explicit_rewards(study: Study, outcomes: pd.DataFrame) -> dict:
         "instance": instance,
         "judge": judge,
         "comparisons": comparisons,
+        "notes": solving_notes(study, outcomes, instance) if instance is not None else [],
     }
+
+
+def identical_rounds(rounds: pd.DataFrame, instance: str, methods: Iterable[str]) -> bool:
+    """Whether the methods' rounds on the instance are the same rows, seed by seed and round by round: they
+    then proposed and paid for the same sequences, so none of them trained past the model they share."""
+    rows = [rounds[(rounds["instance"] == instance) & (rounds["method"] == m)].drop(columns="method")
+            .sort_values(["seed", "round"]).reset_index(drop=True) for m in methods]
+    return len(rows) > 1 and not rows[0].empty and all(r.equals(rows[0]) for r in rows[1:])
+
+
+def solving_notes(study: Study, outcomes: pd.DataFrame, instance: str) -> list[str]:
+    """What a reader needs beside claim 4's verdict: which methods solve the instance at all, and whether the
+    compared LLOME variants differ there in anything but their names."""
+    notes = []
+    runs = outcomes[outcomes["instance"] == instance]
+    solved = runs.groupby("method")["solved"].agg(["sum", "count"])
+    if not solved.empty:
+        notes.append("Seeds that reached the optimum within the budget: " + ", ".join(
+            f"{method} {int(row['sum'])} of {int(row['count'])}" for method, row in solved.iterrows()) + ".")
+    variants = [m for m in ("llome_sft", MARGE, "llome_dpo") if m in set(runs["method"])]
+    if study.rounds is not None and identical_rounds(study.rounds, instance, variants):
+        rows = study.rounds[(study.rounds["instance"] == instance) & (study.rounds["method"] == MARGE)]
+        text = (f"{', '.join(variants)} made the same rounds on every seed (their rounds.csv rows are equal): "
+                "none trained past round 0, so this instance does not compare their objectives at all. Their "
+                f"proposals were valid sequences {rows['valid_fraction'].mean():.1%} of the time "
+                f"(per round {rows['valid_fraction'].min():.1%} to {rows['valid_fraction'].max():.1%})")
+        main = study.instance_with_role("main")
+        on_main = study.rounds[(study.rounds["instance"] == main) & (study.rounds["method"] == MARGE)]
+        if main is not None and not on_main.empty:
+            text += f", against {on_main['valid_fraction'].mean():.1%} for {MARGE} on the main instance"
+        notes.append(text + ".")
+    return notes
 
 
 # Claim 5: the specialist
@@ -1018,6 +1051,7 @@ def judge_claim(spec: ClaimSpec, study: Study, outcomes: pd.DataFrame) -> dict:
         "verdict_at_6x128": large,
         "what would decide it": what_would_decide(verdict, limiting, missing, spec.needs),
         "comparisons": analysis["comparisons"],
+        "notes": analysis.get("notes", []),
     }
     if spec.number in (1, 2, 3):
         entry["verdict_per_variant"] = {variant: analysis["judge"](variant)[0] for variant in LLOME_VARIANTS
@@ -1142,6 +1176,8 @@ def _claim_section(claim: dict, figures_link: str) -> list[str]:
              "", f"**Verdict:** {claim['verdict']}; with MargE at 6x128: {claim['verdict_at_6x128'] or 'not run'}."]
     if claim.get("verdict_per_variant"):
         lines += ["", "Per variant: " + ", ".join(f"`{k}` {v}" for k, v in claim["verdict_per_variant"].items()) + "."]
+    if claim.get("notes"):
+        lines += ["", "**Read with:** " + " ".join(claim["notes"])]
     lines += ["", f"**What would decide it:** {claim['what would decide it']}", "",
               f"![Claim {claim['id']}: {claim['title']}]({figure})", ""]
     if claim["comparisons"]:

@@ -208,6 +208,39 @@ def test_nobody_solving_cannot_decide_claim_4(tmp_path):
     assert verdicts(write_study(tmp_path, slow))[4]["verdict"] == INCONCLUSIVE
 
 
+def _copy_rounds_to_the_solvable_instance(folder: Path, methods=("llome_sft", "llome_marge", "llome_dpo"),
+                                          source: str = "llome_marge") -> None:
+    rounds = pd.read_csv(folder / "rounds.csv")
+    template = rounds[(rounds["instance"] == "main_instance") & (rounds["method"] == source)]
+    copies = [template.assign(instance="middling", method=method, valid_fraction=0.02) for method in methods]
+    pd.concat([rounds, *copies]).to_csv(folder / "rounds.csv", index=False)
+
+
+def test_claim_4_says_when_the_llome_variants_never_differed_on_its_instance(tmp_path):
+    folder = write_study(tmp_path, {**GOOD, "llome_sft": 0.5, "llome_marge": 0.5, "llome_dpo": 0.5})
+    _copy_rounds_to_the_solvable_instance(folder)
+    claim = verdicts(folder)[4]
+    assert claim["verdict"] == INCONCLUSIVE  # the note explains the verdict; it never changes it
+    solved, same = claim["notes"]
+    assert solved.startswith("Seeds that reached the optimum") and "ga_swept 12 of 12" in solved and "llome_marge 0 of 12" in solved
+    assert "made the same rounds on every seed" in same
+    assert "valid sequences 2.0% of the time" in same and "against 90.0% for llome_marge" in same
+
+
+def test_claim_4_says_nothing_of_identical_rounds_when_one_variant_differs(tmp_path):
+    folder = write_study(tmp_path, GOOD)
+    _copy_rounds_to_the_solvable_instance(folder, methods=("llome_sft", "llome_marge"))
+    rounds = pd.read_csv(folder / "rounds.csv")
+    template = rounds[(rounds["instance"] == "main_instance") & (rounds["method"] == "llome_dpo")]
+    pd.concat([rounds, template.assign(instance="middling")]).to_csv(folder / "rounds.csv", index=False)
+    notes = verdicts(folder)[4]["notes"]
+    assert len(notes) == 1 and "ga_swept 12 of 12" in notes[0]
+    loaded = load_study(folder)
+    assert claims.identical_rounds(loaded.rounds, "middling", ("llome_sft", "llome_marge"))
+    assert not claims.identical_rounds(loaded.rounds, "middling", ("llome_sft", "llome_marge", "llome_dpo"))
+    assert not claims.identical_rounds(loaded.rounds, "hard", ("llome_sft", "llome_marge"))  # no rounds there
+
+
 # Claim 5
 
 def test_marge_better_in_the_middle_and_on_a_par_at_the_ends_is_supported(tmp_path):

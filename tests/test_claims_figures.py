@@ -95,3 +95,13 @@ def test_the_calibration_figure_shows_the_binned_means_the_verdict_reads(study):
     expected = [b["mean_reward"] for b in claims.binned_rewards(study.calibration, "main_instance", "llome_marge")]
     assert np.asarray(drawn, float) == pytest.approx(expected)
     plt.close("all")
+
+
+def test_every_method_of_the_study_has_a_style_of_its_own():
+    from llome.plots import METHOD_STYLE  # as llome.claims_figures leaves it
+
+    styles = {method: METHOD_STYLE.get(method) for method in claims.METHODS}
+    assert all(style is not None for style in styles.values()), [m for m, s in styles.items() if s is None]
+    assert len({s.label for s in styles.values()}) == len(styles)
+    assert len({(s.color, s.marker) for s in styles.values()}) == len(styles)
+    assert styles["llome_marge_6x128"].label == "LLOME-MargE 6×128"
