@@ -1,5 +1,6 @@
 """llome.claims on synthetic study tables whose verdicts are known by construction."""
 
+import hashlib
 import json
 import zlib
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from llome import claims
 from llome.claims import (CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED, StudyTableError, judge_claims,
                           load_study, main, placeholder_doc, render)
+from llome.config import parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_RESAMPLES = claims.N_RESAMPLES
@@ -406,3 +408,17 @@ def test_before_the_study_the_committed_doc_is_the_placeholder_with_the_current_
     assert (ROOT / "docs" / "claims.md").read_text() == placeholder_doc()
     readme = (ROOT / "README.md").read_text()
     assert readme.count(claims.README_START) == 1 and readme.count(claims.README_END) == 1
+
+
+def test_the_committed_study_is_the_current_codes():
+    """study/dvc.lock records the code each study stage ran; every file it names is as the committed study had it
+    (else `make claims` would rerun, and the committed verdicts would be an older code's)."""
+    lock = ROOT / "study" / "dvc.lock"
+    if not lock.exists():
+        pytest.skip("the claims study has not been run: study/dvc.lock is not committed")
+    stages = parse_params(lock.read_text(), lock)["stages"]
+    files = [(name, dep) for name, stage in stages.items() for dep in stage["deps"] if (ROOT / dep["path"]).is_file()]
+    assert {dep["path"] for _, dep in files} >= {"llome/study.py", "llome/claims.py", "llome/claims_figures.py"}
+    changed = [f"{name}: {dep['path']}" for name, dep in files
+               if hashlib.md5((ROOT / dep["path"]).read_bytes()).hexdigest() != dep["md5"]]
+    assert not changed, f"changed since the committed study: {changed}; rerun `make claims` and commit its outputs"
