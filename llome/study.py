@@ -565,6 +565,9 @@ def run_study(study: Study, data_dir: str | Path, tables_dir: str | Path, store:
     With a `store`, runs stored there are not run again, each finished run is stored after its wave, and the tables
     are written from the store."""
     jobs = plan(study, data_dir, store)
+    # The study stage's declared output: DVC refuses a stage whose output is missing, as on a fresh clone whose
+    # every run is stored and so computes nothing here.
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
     outcomes = []
     for wave, name in enumerate(WAVES):
         batch = [j for j in jobs if j.wave == wave]

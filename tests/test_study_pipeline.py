@@ -124,15 +124,20 @@ def test_a_rerun_reuses_every_job_and_keeps_the_timing(smoke_study):
 
 
 def test_the_stored_runs_carry_the_study_on_without_its_data(smoke_study):
-    """As on a fresh clone: study/runs is committed, data/study is not. Nothing runs, the tables are the same."""
+    """As on a fresh clone: study/runs is committed, data/study is not. Nothing runs, the tables are the same, and
+    the stage still has its output, so that `dvc repro` (`make claims`) succeeds."""
     workdir, _ = smoke_study
     stored = files_under(workdir / "study" / "runs")
     assert {rel.split("/")[-1] for rel in stored} >= {"provenance.json", "trace.csv", "inputs.json", "timing.json"}
     _study(workdir, "run", "--data", "scratch/no_data", "--tables", "scratch/no_data_tables")
-    assert not (workdir / "scratch" / "no_data").exists()
+    assert not any((workdir / "scratch" / "no_data").iterdir())  # made, and empty: nothing was computed
+    tables = {name: (workdir / "study" / "tables" / name).read_bytes() for name in TABLES}
     for name in TABLES:
-        assert (workdir / "scratch" / "no_data_tables" / name).read_bytes() == \
-            (workdir / "study" / "tables" / name).read_bytes(), name
+        assert (workdir / "scratch" / "no_data_tables" / name).read_bytes() == tables[name], name
+    shutil.rmtree(workdir / "data" / "study")
+    dvc_in(workdir, "repro", "study/dvc.yaml:study")
+    assert (workdir / "data" / "study").is_dir()
+    assert {name: (workdir / "study" / "tables" / name).read_bytes() for name in TABLES} == tables
 
 
 def test_serial_and_parallel_runs_make_the_same_tables(smoke_study):
