@@ -756,16 +756,18 @@ def solving_notes(study: Study, outcomes: pd.DataFrame, instance: str) -> list[s
         notes.append("Seeds that reached the optimum within the budget: " + ", ".join(
             f"{method} {int(row['sum'])} of {int(row['count'])}" for method, row in solved.iterrows()) + ".")
     variants = [m for m in ("llome_sft", MARGE, "llome_dpo") if m in set(runs["method"])]
-    if study.rounds is not None and identical_rounds(study.rounds, instance, variants):
-        rows = study.rounds[(study.rounds["instance"] == instance) & (study.rounds["method"] == MARGE)]
+    if identical_rounds(study.rounds, instance, variants):
+        def marge_valid(on: str | None) -> pd.Series:
+            return study.rounds.loc[(study.rounds["instance"] == on) & (study.rounds["method"] == MARGE),
+                                    "valid_fraction"]
+
+        valid, on_main = marge_valid(instance), marge_valid(study.instance_with_role("main"))
         text = (f"{', '.join(variants)} made the same rounds on every seed (their rounds.csv rows are equal): "
                 "none trained past round 0, so this instance does not compare their objectives at all. Their "
-                f"proposals were valid sequences {rows['valid_fraction'].mean():.1%} of the time "
-                f"(per round {rows['valid_fraction'].min():.1%} to {rows['valid_fraction'].max():.1%})")
-        main = study.instance_with_role("main")
-        on_main = study.rounds[(study.rounds["instance"] == main) & (study.rounds["method"] == MARGE)]
-        if main is not None and not on_main.empty:
-            text += f", against {on_main['valid_fraction'].mean():.1%} for {MARGE} on the main instance"
+                f"proposals were valid sequences {valid.mean():.1%} of the time "
+                f"(per round {valid.min():.1%} to {valid.max():.1%})")
+        if not on_main.empty:
+            text += f", against {on_main.mean():.1%} for {MARGE} on the main instance"
         notes.append(text + ".")
     return notes
 

@@ -21,8 +21,8 @@ import pandas as pd
 
 from llome.claims import (CLAIM_FIGURES, DEFAULT_FIGURES, LLOME_VARIANTS, WELL_CALIBRATED_RHO, Study, StudyTableError, binned_rewards,
                           calibration_per_round, load_study, run_outcomes)
-from llome.metrics import regret_on_grid
 from llome import plots
+from llome.metrics import regret_on_grid
 from llome.plots import (_color, _drawing_order, _in_legend_order, _label, _linestyle, _marker, _save, regret_bands,
                          regret_figure, round_panels_figure)
 from llome.report import end_unsolved_runs

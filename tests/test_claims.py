@@ -224,7 +224,8 @@ def test_claim_4_says_when_the_llome_variants_never_differed_on_its_instance(tmp
     claim = verdicts(folder)[4]
     assert claim["verdict"] == INCONCLUSIVE  # the note explains the verdict; it never changes it
     solved, same = claim["notes"]
-    assert solved.startswith("Seeds that reached the optimum") and "ga_swept 12 of 12" in solved and "llome_marge 0 of 12" in solved
+    assert solved.startswith("Seeds that reached the optimum")
+    assert "ga_swept 12 of 12" in solved and "llome_marge 0 of 12" in solved
     assert "made the same rounds on every seed" in same
     assert "valid sequences 2.0% of the time" in same and "against 90.0% for llome_marge" in same
 
