@@ -1219,6 +1219,23 @@ def runs_table(study: Study, store: str | Path) -> dict[str, pd.DataFrame]:
 # --- command line -----------------------------------------------------------------------------------------------
 
 
+def status_summary(table: pd.DataFrame, executor: ExecutorSettings) -> str:
+    """The line under `status_table`: units done, job-hours recorded, and the time left as far as it is known (rows
+    with units left but none timed have no guess, and are counted rather than read as zero)."""
+    left = table["remaining_hours"]
+    untimed = int(left.isna().sum())
+    line = (f"units finished {table['units_finished'].sum()} of {table['units'].sum()}; recorded "
+            f"{table['recorded_hours'].sum():.1f} job-hours; ")
+    if left.sum() > 0:
+        workers = executor.max_workers if executor.kind == "process" else 1
+        line += (f"left about {left.sum():.1f} job-hours, about {left.sum() / workers:.1f} h of wall time with "
+                 f"{executor.kind} at {workers} job(s) at once")
+        return line + (f", more for the {untimed} row(s) with nothing timed yet" if untimed else "")
+    if untimed:
+        return line + f"time left unknown: the {untimed} row(s) with units left have nothing timed yet"
+    return line + "nothing left"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["run", "jobs", "tables", "status", "store"])
@@ -1264,12 +1281,7 @@ def main(argv=None) -> None:
         table = status_table(study, args.data, store)
         with pd.option_context("display.width", 200, "display.max_rows", None):
             print(table.to_string(index=False))
-        left = table["remaining_hours"]
-        workers = study.executor.max_workers if study.executor.kind == "process" else 1
-        print(f"\nunits finished {table['units_finished'].sum()} of {table['units'].sum()}; recorded "
-              f"{table['recorded_hours'].sum():.1f} job-hours; left about {left.sum():.1f} job-hours, about "
-              f"{left.sum() / workers:.1f} h of wall time with {study.executor.kind} at {workers} job(s) at once"
-              + (f", more for the {int(left.isna().sum())} row(s) with nothing timed yet" if left.isna().any() else ""))
+        print("\n" + status_summary(table, study.executor))
         return
     if args.command == "tables":
         write_tables(study, args.data, args.tables, store=store)

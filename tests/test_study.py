@@ -9,12 +9,13 @@ import pytest
 import yaml
 
 from llome.config import ConfigError, llome_oracle_budget, load_profile, stage_configs
-from llome.executor import Outcome
+from llome.executor import ExecutorSettings, Outcome
 from llome.io import write_csv, write_json, write_table
 from llome.provenance import STALE_MARK, make_record, write_record
 from llome.study import (CALIBRATION_COLUMNS, ROUND_METRICS, WAVES, _build_unless_done, difficulty_key, ga_dir,
                          lambo2_job, load_study, method_dir, plan, prompted_job, recorded_seconds, round_zero_root,
-                         seed_data_dir, status_table, timing_table, write_timing, write_tables)
+                         seed_data_dir, status_summary, status_table, timing_table, write_timing,
+                         write_tables)
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_PARAMS = ROOT / "study" / "params.yaml"
@@ -792,6 +793,26 @@ def test_status_counts_finished_rounds_and_scales_their_time_to_what_is_left(tmp
     assert (seed_data["jobs_finished"], seed_data["units_finished"]) == (1, 1)
     assert np.isnan(table.loc[(MAIN, "llome_sft"), "remaining_hours"])  # nothing timed: no guess
     assert table.loc[(MAIN, "llome_sft"), "units_finished"] == 0
+
+
+
+def _status_rows(*rows):
+    return pd.DataFrame([{"wave": 1, "instance": MAIN, "job": job, "jobs": 1, "jobs_finished": 0, "units": units,
+                          "units_finished": done, "recorded_hours": recorded, "remaining_hours": left}
+                         for job, units, done, recorded, left in rows])
+
+
+def test_status_summary_never_reads_an_untimed_row_as_no_time_left():
+    two_at_once = ExecutorSettings(kind="process", max_workers=2)
+    timed = _status_rows(("llome_marge", 10, 4, 1.0, 1.5), ("llome_sft", 10, 0, 0.0, float("nan")))
+    line = status_summary(timed, two_at_once)
+    assert "left about 1.5 job-hours, about 0.8 h of wall time with process at 2" in line
+    assert line.endswith("more for the 1 row(s) with nothing timed yet")
+    only_untimed = _status_rows(("llome_marge", 10, 10, 2.5, 0.0), ("llome_sft", 10, 0, 0.0, float("nan")))
+    line = status_summary(only_untimed, two_at_once)
+    assert "units finished 10 of 20; recorded 2.5 job-hours" in line
+    assert "0.0" not in line.split("job-hours", 1)[1] and "unknown" in line
+    assert status_summary(_status_rows(("llome_marge", 10, 10, 2.5, 0.0)), two_at_once).endswith("nothing left")
 
 
 # --- the committed runs (study/runs) ----------------------------------------------------------------------------
