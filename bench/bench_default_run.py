@@ -9,7 +9,8 @@ that a change in the machine's load falls on both alike. The pins can only chang
 run torch (round 0, the LLOME rounds, LaMBO-2, the prompted LLM and the test functions' matrices); the GA
 stages are numpy and Python.
 `--slice` keeps the default profile's sizes but runs one seed of one method for two rounds, the part of the
-run whose per-round cost sets the whole run's: it takes about 25 minutes here instead of three and a half hours.
+run whose per-round cost sets the whole run's: it takes minutes instead of the whole run's two hours (117 minutes on
+an AMD EPYC with AVX-512, 2026-12-07).
 
 The whole run takes longer than one sitting on 2 cores, so it can be split: `--workdir DIR` keeps the two copies
 and the times measured so far in DIR, and `--stages` runs some stages (in the pipeline's order, upstream ones

@@ -7,6 +7,12 @@ Each setting runs in a child process of its own (the pins are read when torch lo
 SFT trainer, then scores a batch of completions (the log-likelihood pass of generation). It prints the time of
 each part (the minimum over repeats) as a ratio to the unpinned run of the same bench, and a hash of the
 trained weights: equal hashes mean the setting leaves the result unchanged.
+
+Whether a cheaper pin holds across CPU vendors can only be seen on two machines. `--record FILE` writes each
+setting's hash with the machine that made it; `--compare FILE` on another machine says, per setting, whether its
+bits match that record. bench/numerics_reference.json is such a record, made on an AMD EPYC (`--steps 30`): on an
+Intel CPU with AVX2 or AVX-512, `--steps 30 --compare bench/numerics_reference.json` shows whether the cheap
+candidate `MKL_CBWR=AVX2` agrees across vendors (the adopted pins must, and `make smoke` checks that they do).
 """
 
 from __future__ import annotations
@@ -91,15 +97,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--record", type=Path, help="write each setting's hash and this machine to this JSON file")
+    parser.add_argument("--compare", type=Path, help="compare each setting's hash with a --record file's")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    reference = read_reference(args.compare, args.steps) if args.compare else None
     if args.child:
         print(json.dumps(child(args.steps)))
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from machine import describe_machine
 
-    print(describe_machine())
+    machine = describe_machine()
+    print(machine)
     results = {}
     for _ in range(args.repeats):  # interleaved, so that load on the machine hits every setting alike
         for name, extra in SETTINGS.items():
@@ -113,6 +123,41 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:34s} {r['train']:8.2f} {r['train'] / base['train']:6.2f} {r['score']:8.2f} "
               f"{r['score'] / base['score']:6.2f}  {r['hash']} ({r['capability']})")
+    if reference is not None:
+        print(f"\nagainst {args.compare} ({reference['machine']}; {', '.join(reference['cpu_flags'])}):")
+        for name, r in results.items():
+            theirs = reference["hashes"].get(name)
+            verdict = "not in the record" if theirs is None else ("same bits" if theirs == r["hash"] else "DIFFERENT")
+            print(f"  {name:34s} {verdict}")
+    if args.record:
+        from llome.io import write_json
+        from llome.numerics import cpu_flags
+
+        write_json(args.record, {"machine": machine, "cpu_flags": cpu_flags(), "steps": args.steps,
+                                 "versions": versions(),
+                                 "hashes": {name: r["hash"] for name, r in results.items()}})
+        print(f"recorded in {args.record}")
+
+
+def versions() -> dict:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "transformers", "trl", "numpy")}
+
+
+def read_reference(path: Path, steps: int) -> dict:
+    """A --record file, refused before any work when its steps or library versions would make every hash differ."""
+    try:
+        reference = json.loads(path.read_text())
+        recorded_steps, recorded_versions = reference["steps"], reference["versions"]
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit(f"--compare {path}: not a record written by --record ({error})") from None
+    if recorded_steps != steps:
+        raise SystemExit(f"--compare {path}: recorded with --steps {recorded_steps}; rerun with --steps {recorded_steps}")
+    if recorded_versions != versions():
+        raise SystemExit(f"--compare {path}: recorded with {recorded_versions}, this environment has {versions()}; "
+                         "other library versions change the bits whatever the CPU")
+    return reference
 
 
 if __name__ == "__main__":
