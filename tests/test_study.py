@@ -14,8 +14,7 @@ from llome.io import write_csv, write_json, write_table
 from llome.provenance import STALE_MARK, make_record, write_record
 from llome.study import (CALIBRATION_COLUMNS, ROUND_METRICS, WAVES, _build_unless_done, difficulty_key, ga_dir,
                          lambo2_job, load_study, method_dir, plan, prompted_job, recorded_seconds, round_zero_root,
-                         seed_data_dir, status_summary, status_table, timing_table, write_timing,
-                         write_tables)
+                         seed_data_dir, status_summary, status_table, timing_table, write_timing, write_tables)
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_PARAMS = ROOT / "study" / "params.yaml"
@@ -793,7 +792,6 @@ def test_status_counts_finished_rounds_and_scales_their_time_to_what_is_left(tmp
     assert (seed_data["jobs_finished"], seed_data["units_finished"]) == (1, 1)
     assert np.isnan(table.loc[(MAIN, "llome_sft"), "remaining_hours"])  # nothing timed: no guess
     assert table.loc[(MAIN, "llome_sft"), "units_finished"] == 0
-
 
 
 def _status_rows(*rows):
