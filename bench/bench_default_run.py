@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe_machine  # noqa: E402
+from machine import describe_machine, source_commit  # noqa: E402
 
 from llome.io import write_json  # noqa: E402
 from llome.numerics import PINS, SWITCH  # noqa: E402
@@ -88,13 +88,6 @@ def remove_outputs(root: Path, stage: str) -> list[str]:
     return [str(p.relative_to(root)) for p in paths]
 
 
-def head_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
-    return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-
-
 def chosen_stages(requested: list[str] | None, pipeline: list[str]) -> list[str]:
     if not requested:
         return pipeline
@@ -116,7 +109,7 @@ def open_workdir(workdir: Path, slice_only: bool) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     for name in SETTINGS:
         scratch_copy(workdir, name, slice_only)
-    state = {"commit": head_commit(), "slice": slice_only, "seconds": {name: {} for name in SETTINGS},
+    state = {"commit": source_commit(), "slice": slice_only, "seconds": {name: {} for name in SETTINGS},
              "running": None}
     write_json(state_file, state)
     return state

@@ -9,7 +9,10 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import subprocess
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cpu_model() -> str:
@@ -44,3 +47,11 @@ def describe_machine() -> str:
     return (f"machine: {cpu_model()}, {usable} usable of {os.cpu_count()} logical cores; "
             f"torch {torch.__version__} {torch.get_num_threads()} threads ({torch.get_num_interop_threads()} "
             f"inter-op); numpy {numpy.__version__} BLAS {numpy_blas_threads()} threads")
+
+
+def source_commit() -> str:
+    """The commit a bench's scratch copy was made from, marked when the working tree had changes beyond it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+    return head.strip() + (" with uncommitted changes" if changed else "")

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import describe_machine  # noqa: E402
+from machine import describe_machine, source_commit  # noqa: E402
 
 from llome.io import write_json  # noqa: E402
 from llome.report import results_markdown  # noqa: E402
@@ -55,14 +55,6 @@ def run_stage(root: Path, stage: str) -> float:
     if done.returncode != 0:
         raise SystemExit(f"stage {stage} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
-
-
-def source_commit() -> str:
-    """The commit the scratch copy was made from, marked when the working tree had changes beyond it."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-    return head.strip() + (" with uncommitted changes" if changed else "")
 
 
 def publish(root: Path, seconds: dict[str, float], machine: str, commit: str) -> None:
