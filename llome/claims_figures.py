@@ -21,15 +21,10 @@ import pandas as pd
 
 from llome.claims import (CLAIM_FIGURES, DEFAULT_FIGURES, LLOME_VARIANTS, WELL_CALIBRATED_RHO, Study, StudyTableError, binned_rewards,
                           calibration_per_round, load_study, run_outcomes)
-from llome import plots
 from llome.metrics import regret_on_grid
 from llome.plots import (_color, _drawing_order, _in_legend_order, _label, _linestyle, _marker, _save, regret_bands,
                          regret_figure, round_panels_figure)
 from llome.report import end_unsolved_runs
-
-# The study's capacity check runs a method the pipeline's figures never show: it gets a style of its own here
-# (MargE's family, darker, dashed, a diamond), so that it never falls back to the default and reads as another method.
-plots.METHOD_STYLE.setdefault("llome_marge_6x128", plots.MethodStyle("LLOME-MargE 6×128", "#8c1c13", "--", "d"))
 
 GRID_POINTS = 400
 COLLAPSE_PANELS = [("edit_distance", "edit distance, input to output"), ("unique_fraction", "unique fraction"),

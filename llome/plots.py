@@ -37,6 +37,8 @@ METHOD_STYLE = {
     "llome_dpo": MethodStyle("LLOME-DPO", "#2ca02c", "-", "^"),
     "lambo2": MethodStyle("LaMBO-2", "#9467bd", "--", "P"),
     "prompted": MethodStyle("Prompted LLM", "#ff7f0e", ":", "X"),
+    # The claims study's capacity check (6-layer, hidden-128 model): MargE's family, darker, dashed, a diamond.
+    "llome_marge_6x128": MethodStyle("LLOME-MargE 6×128", "#8c1c13", "--", "d"),
 }
 
 
