@@ -74,12 +74,28 @@ def run_stage(root: Path, stage: str, extra_env: dict) -> float:
     return time.perf_counter() - started
 
 
-def remove_outputs(root: Path, stage: str) -> list[str]:
-    """Delete what `stage` writes in the copy at `root`, so that a rerun starts it from nothing."""
+def stage_outputs(root: Path, stage: str) -> list[Path]:
+    """The outputs of `stage` as the copy at `root` declares them, each checked to lie inside that copy.
+
+    The stage is named through the copy's own dvc.yaml: DVC reads a bare stage name against this process's
+    working directory, which is the project itself, and would give the project's outputs, not the copy's.
+    """
     from dvc.repo import Repo
 
+    root = root.resolve()
     with Repo(str(root)) as repo:
-        paths = [Path(out.fs_path) for found in repo.stage.collect(stage) for out in found.outs]
+        paths = [Path(out.fs_path).resolve()
+                 for found in repo.stage.collect(f"{root / 'dvc.yaml'}:{stage}") for out in found.outs]
+    outside = [str(p) for p in paths if not p.is_relative_to(root)]
+    if outside or not paths:
+        raise SystemExit(f"{stage}: outputs {outside or 'none'} found for the copy {root}; nothing removed")
+    return paths
+
+
+def remove_outputs(root: Path, stage: str) -> list[str]:
+    """Delete what `stage` writes in the copy at `root`, so that a rerun starts it from nothing."""
+    root = root.resolve()
+    paths = stage_outputs(root, stage)
     for path in paths:
         if path.is_dir():
             shutil.rmtree(path)
